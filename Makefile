@@ -1,0 +1,46 @@
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := test
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+LINT_PATHS := node audit tests
+
+PYTEST_ARGS ?=
+ARGS ?=
+
+.PHONY: venv lint postgres-binaries test demo bench clean
+
+# The stamp is newer than pyproject.toml once the install succeeded, so repeated
+# `make test` runs skip the install; editing dependencies re-runs it.
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+lint: venv
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/mypy
+
+postgres-binaries:
+	bash scripts/ensure-postgres
+
+test: venv postgres-binaries
+	$(MAKE) --no-print-directory lint
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+demo: venv
+	$(BIN)/puente demo $(ARGS)
+
+bench: venv
+	$(BIN)/python -m bench $(ARGS)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist *.egg-info
+	find . -name __pycache__ -type d -prune -not -path './.git/*' -exec rm -rf {} +

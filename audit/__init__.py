@@ -1,0 +1,1 @@
+"""Puente audit: the verifiable audit log of disclosures."""

@@ -1,0 +1,11 @@
+"""Every aiohttp ``AppKey`` in one place."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from node.context import NodeContext
+from node.delivery import Deliverer
+
+CONTEXT = web.AppKey("context", NodeContext)
+DELIVERER = web.AppKey("deliverer", Deliverer)

@@ -1,0 +1,119 @@
+"""Queueing a disclosure: check, seal, commit — before anything is sent.
+
+The disclosure row, its sealed envelope and its audit entry are committed in
+one transaction; the deliverer (node.delivery) sends only what is committed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import select
+
+from node import audit, schemas
+from node.canonical import sha256_hex
+from node.context import NodeContext
+from node.envelope import Message, Party, seal
+from node.errors import PuenteError
+from node.fields import field_paths
+from node.storage.models import Disclosure
+
+
+class DisclosureRefused(PuenteError):
+    """The sending node refuses to queue this disclosure."""
+
+    reason = "disclosure_refused"
+    http_status = 422
+
+
+async def queue_disclosure(
+    ctx: NodeContext,
+    *,
+    sender_authority: str,
+    recipient_node: str,
+    recipient_authority: str,
+    doc_type: str,
+    body: Mapping[str, Any],
+    ttl: dt.timedelta | None = None,
+    message_id: str | None = None,
+) -> Disclosure:
+    """Validate, seal and durably queue one case summary for one recipient."""
+    own = ctx.directory.node(ctx.node_id)
+    if own is None or sender_authority not in own.authorities:
+        raise DisclosureRefused("unknown_authority", "sending authority is not served by this node")
+    peer = ctx.directory.node(recipient_node)
+    if peer is None or recipient_node == ctx.node_id:
+        raise DisclosureRefused("unknown_recipient", "recipient node is not a federation member")
+    if recipient_authority not in peer.authorities:
+        raise DisclosureRefused("unknown_authority", "recipient authority is not in the directory")
+    schema_id = schemas.DOCUMENT_SCHEMAS.get(doc_type)
+    if schema_id is None:
+        raise DisclosureRefused("unsupported_document", f"unknown document type {doc_type}")
+    schemas.validate(schema_id, body)
+    now = ctx.now()
+    expires = now + (ttl or dt.timedelta(hours=ctx.config.delivery.message_ttl_hours))
+    message = Message(
+        message_id=message_id or str(uuid.uuid4()),
+        sender=Party(ctx.node_id, sender_authority),
+        recipient=Party(recipient_node, recipient_authority),
+        doc_type=doc_type,
+        schema=schema_id,
+        issued_at=int(now.timestamp()),
+        expires_at=int(expires.timestamp()),
+        body=body,
+    )
+    envelope = seal(
+        message, signing_key=ctx.keys.signing, recipient_key=peer.current_encryption_key
+    )
+    fields = field_paths(body)
+    row = Disclosure(
+        message_id=message.message_id,
+        created_at=now,
+        sender_authority=sender_authority,
+        recipient_node=recipient_node,
+        recipient_authority=recipient_authority,
+        doc_type=doc_type,
+        schema_id=schema_id,
+        case_ref=str(body.get("case_ref", "")),
+        fields=fields,
+        envelope=envelope,
+        envelope_sha256=sha256_hex(envelope.encode("ascii")),
+        expires_at=dt.datetime.fromtimestamp(message.expires_at, dt.UTC),
+        state="queued",
+        attempts=0,
+        next_attempt_at=now,
+    )
+    async with ctx.sessions.begin() as session:
+        session.add(row)
+        await audit.append(
+            session,
+            node=ctx.node_id,
+            event="disclosure.queued",
+            at=now,
+            message_id=row.message_id,
+            counterparty=recipient_node,
+            authority=sender_authority,
+            counterparty_authority=recipient_authority,
+            doc_type=doc_type,
+            schema=schema_id,
+            fields=fields,
+            envelope_sha256=row.envelope_sha256,
+            directory_version=ctx.directory.version,
+        )
+    return row
+
+
+async def get_disclosure(ctx: NodeContext, message_id: str) -> Disclosure | None:
+    async with ctx.sessions() as session:
+        return await session.get(Disclosure, message_id)
+
+
+async def list_disclosures(ctx: NodeContext, state: str | None = None) -> list[Disclosure]:
+    query = select(Disclosure).order_by(Disclosure.created_at, Disclosure.message_id)
+    if state is not None:
+        query = query.where(Disclosure.state == state)
+    async with ctx.sessions() as session:
+        return list((await session.execute(query)).scalars().all())

@@ -1,0 +1,105 @@
+"""Signed receipts: the recipient's proof of what it received and when.
+
+Wire form (docs/envelope.md): a compact JWS, ``alg`` Ed25519, ``typ``
+``puente-receipt+jwt``, signed by the recipient node, over the canonical JSON of
+``schemas/receipt``: the message id, both parties, the SHA-256 of the envelope
+exactly as received and the time of receipt. Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from joserfc import jws
+from joserfc.errors import JoseError
+from joserfc.jwk import OKPKey
+
+from node import schemas
+from node.canonical import b64url_decode, canonical_json
+from node.directory import Directory
+from node.envelope import Message, Party
+from node.errors import ReceiptError, SchemaError
+from node.timeutil import parse_rfc3339, rfc3339
+
+RECEIPT_JWT_TYPE = "puente-receipt+jwt"
+_SIGNING = jws.JWSRegistry(algorithms=["Ed25519"])
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """A verified receipt."""
+
+    message_id: str
+    sender: Party
+    recipient: Party
+    envelope_sha256: str
+    received_at: dt.datetime
+    signing_kid: str
+    token: str
+
+
+def issue_receipt(
+    message: Message, *, envelope_sha256: str, received_at: dt.datetime, signing_key: OKPKey
+) -> str:
+    """Sign a receipt for a message this node accepted."""
+    claims = {
+        "typ": "puente-receipt",
+        "iss": message.recipient.node,
+        "jti": message.message_id,
+        "sender": message.sender.as_json(),
+        "recipient": message.recipient.as_json(),
+        "envelope_sha256": envelope_sha256,
+        "received_at": rfc3339(received_at),
+    }
+    header = {"alg": "Ed25519", "kid": signing_key.kid, "typ": RECEIPT_JWT_TYPE}
+    return jws.serialize_compact(header, canonical_json(claims), signing_key, registry=_SIGNING)
+
+
+def verify_receipt(
+    token: str,
+    *,
+    directory: Directory,
+    expected_message_id: str,
+    expected_recipient: str,
+    expected_envelope_sha256: str,
+) -> Receipt:
+    """Check a receipt's signature and that it acknowledges exactly our envelope."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise ReceiptError("receipt_malformed", "not a compact JWS")
+    try:
+        header = json.loads(b64url_decode(parts[0]))
+    except ValueError as exc:
+        raise ReceiptError("receipt_malformed", "header is not base64url JSON") from exc
+    if not isinstance(header, dict) or header.get("typ") != RECEIPT_JWT_TYPE:
+        raise ReceiptError("receipt_malformed", "not a Puente receipt")
+    recipient = directory.node(expected_recipient)
+    kid = header.get("kid")
+    if recipient is None or not isinstance(kid, str) or kid not in recipient.signing_keys:
+        raise ReceiptError("receipt_unknown_key", "not signed by a key of the recipient node")
+    try:
+        payload = jws.deserialize_compact(token, recipient.signing_keys[kid], registry=_SIGNING)
+        claims: dict[str, Any] = json.loads(payload.payload)
+        schemas.validate(schemas.RECEIPT, claims, reason="receipt_malformed")
+    except (JoseError, ValueError, TypeError) as exc:
+        raise ReceiptError("receipt_bad_signature", "receipt signature does not verify") from exc
+    except SchemaError as exc:
+        raise ReceiptError("receipt_malformed", exc.detail) from exc
+    if claims["iss"] != expected_recipient or claims["recipient"]["node"] != expected_recipient:
+        raise ReceiptError("receipt_mismatch", "receipt issued by another node")
+    if claims["jti"] != expected_message_id:
+        raise ReceiptError("receipt_mismatch", "receipt is for another message")
+    if claims["envelope_sha256"] != expected_envelope_sha256:
+        raise ReceiptError("receipt_mismatch", "receipt is for other envelope bytes")
+    return Receipt(
+        message_id=claims["jti"],
+        sender=Party(**claims["sender"]),
+        recipient=Party(**claims["recipient"]),
+        envelope_sha256=claims["envelope_sha256"],
+        received_at=parse_rfc3339(claims["received_at"]),
+        signing_kid=kid,
+        token=token,
+    )

@@ -1,0 +1,181 @@
+"""Accepting an envelope from a peer: open, de-duplicate, store, receipt, audit.
+
+An accepted envelope is stored byte for byte with its signed receipt and an
+audit entry, in one transaction. A retry of the same bytes gets the same
+receipt and creates nothing new; other bytes under a used message id are
+refused. Every refusal is audited with its reason code.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from node import audit
+from node.canonical import sha256_hex
+from node.context import NodeContext
+from node.envelope import OpenedEnvelope, open_envelope
+from node.errors import EnvelopeError, PuenteError
+from node.fields import field_paths
+from node.logs import get_logger
+from node.receipts import issue_receipt
+from node.storage.models import ReceivedMessage
+
+log = get_logger(__name__)
+
+
+class MessageIdReused(EnvelopeError):
+    reason = "message_id_reused"
+    http_status = 409
+
+
+@dataclass(frozen=True)
+class Accepted:
+    receipt: str
+    duplicate: bool
+
+
+async def receive(ctx: NodeContext, envelope: bytes, *, peer_node: str) -> Accepted:
+    """Accept one envelope from the TLS-authenticated ``peer_node``, or raise a refusal."""
+    now = ctx.now()
+    digest = sha256_hex(envelope)
+    try:
+        opened = open_envelope(
+            envelope,
+            own_node=ctx.node_id,
+            own_encryption_keys=ctx.keys.encryption,
+            directory=ctx.directory,
+            now=now,
+            peer_node=peer_node,
+        )
+    except EnvelopeError as refusal:
+        await record_refusal(ctx, refusal, peer_node=peer_node, envelope_sha256=digest)
+        raise
+    for _attempt in range(2):
+        existing = await _find(ctx, peer_node, opened.message.message_id)
+        if existing is not None:
+            return await _answer_repeat(ctx, existing, opened, now)
+        try:
+            return await _store(ctx, envelope, opened, now)
+        except IntegrityError:
+            # A concurrent retry stored it first; answer as for a repeat.
+            continue
+    raise EnvelopeError("conflict", "could not store the envelope")  # pragma: no cover
+
+
+async def _find(ctx: NodeContext, sender: str, message_id: str) -> ReceivedMessage | None:
+    async with ctx.sessions() as session:
+        result = await session.execute(
+            select(ReceivedMessage).where(
+                ReceivedMessage.sender_node == sender, ReceivedMessage.message_id == message_id
+            )
+        )
+        return result.scalar_one_or_none()
+
+
+async def _answer_repeat(
+    ctx: NodeContext, existing: ReceivedMessage, opened: OpenedEnvelope, now: dt.datetime
+) -> Accepted:
+    message = opened.message
+    if existing.envelope_sha256 != opened.envelope_sha256:
+        refusal = MessageIdReused(detail="this message id was already used for other bytes")
+        await record_refusal(
+            ctx,
+            refusal,
+            peer_node=message.sender.node,
+            envelope_sha256=opened.envelope_sha256,
+            message_id=message.message_id,
+        )
+        raise refusal
+    async with ctx.sessions.begin() as session:
+        await audit.append(
+            session,
+            node=ctx.node_id,
+            event="envelope.duplicate",
+            at=now,
+            message_id=message.message_id,
+            counterparty=message.sender.node,
+            envelope_sha256=opened.envelope_sha256,
+        )
+    log.info("envelope_duplicate", message_id=message.message_id, sender=message.sender.node)
+    return Accepted(receipt=existing.receipt, duplicate=True)
+
+
+async def _store(
+    ctx: NodeContext, envelope: bytes, opened: OpenedEnvelope, now: dt.datetime
+) -> Accepted:
+    message = opened.message
+    receipt = issue_receipt(
+        message,
+        envelope_sha256=opened.envelope_sha256,
+        received_at=now,
+        signing_key=ctx.keys.signing,
+    )
+    async with ctx.sessions.begin() as session:
+        session.add(
+            ReceivedMessage(
+                sender_node=message.sender.node,
+                message_id=message.message_id,
+                sender_authority=message.sender.authority,
+                recipient_authority=message.recipient.authority,
+                doc_type=message.doc_type,
+                schema_id=message.schema,
+                envelope=envelope,
+                envelope_sha256=opened.envelope_sha256,
+                body=dict(message.body),
+                issued_at=dt.datetime.fromtimestamp(message.issued_at, dt.UTC),
+                expires_at=dt.datetime.fromtimestamp(message.expires_at, dt.UTC),
+                received_at=now,
+                receipt=receipt,
+            )
+        )
+        await session.flush()
+        await audit.append(
+            session,
+            node=ctx.node_id,
+            event="envelope.received",
+            at=now,
+            message_id=message.message_id,
+            counterparty=message.sender.node,
+            authority=message.recipient.authority,
+            counterparty_authority=message.sender.authority,
+            doc_type=message.doc_type,
+            schema=message.schema,
+            fields=field_paths(message.body),
+            envelope_sha256=opened.envelope_sha256,
+            signing_kid=opened.signing_kid,
+            directory_version=ctx.directory.version,
+        )
+    log.info(
+        "envelope_received",
+        message_id=message.message_id,
+        sender=message.sender.node,
+        doc_type=message.doc_type,
+    )
+    return Accepted(receipt=receipt, duplicate=False)
+
+
+async def record_refusal(
+    ctx: NodeContext,
+    refusal: PuenteError,
+    *,
+    peer_node: str | None,
+    envelope_sha256: str | None = None,
+    message_id: str | None = None,
+) -> None:
+    """Audit a refused inbound request (reason code and digest only)."""
+    async with ctx.sessions.begin() as session:
+        await audit.append(
+            session,
+            node=ctx.node_id,
+            event="envelope.refused",
+            at=ctx.now(),
+            message_id=message_id,
+            counterparty=peer_node,
+            reason=refusal.reason,
+            envelope_sha256=envelope_sha256,
+        )
+    log.warning("envelope_refused", reason=refusal.reason, peer=peer_node, message_id=message_id)

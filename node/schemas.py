@@ -1,0 +1,84 @@
+"""The JSON Schemas in ``schemas/``: loading, cross-references, validation.
+
+Every schema is JSON Schema 2020-12 with a versioned ``$id``. Validation errors
+name the JSON pointer and the failed keyword, never the offending value: a
+value may be case content, and refusals end up in logs and audit entries.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+
+from node.errors import SchemaError
+
+SCHEMA_ROOT = Path(__file__).resolve().parent.parent / "schemas"
+
+DIRECTORY = "https://puente.int/schemas/directory/1.0"
+TRUST_ROOT = "https://puente.int/schemas/trust-root/1.0"
+MESSAGE = "https://puente.int/schemas/message/1.0"
+RECEIPT = "https://puente.int/schemas/receipt/1.0"
+RETURN_NOTICE = "https://puente.int/schemas/return-notice/1.0"
+
+# Document types a node accepts, and the schema each is validated against.
+DOCUMENT_SCHEMAS: Mapping[str, str] = {
+    "return_notice": RETURN_NOTICE,
+}
+
+MAX_REPORTED_ERRORS = 10
+
+
+@cache
+def _all_schemas() -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for path in sorted(SCHEMA_ROOT.glob("*/*.schema.json")):
+        schema = json.loads(path.read_text(encoding="utf-8"))
+        found[schema["$id"]] = schema
+    return found
+
+
+@cache
+def _registry() -> Registry[Any]:
+    resources = [(sid, Resource.from_contents(s)) for sid, s in _all_schemas().items()]
+    return Registry().with_resources(resources)
+
+
+@cache
+def validator(schema_id: str) -> Draft202012Validator:
+    """A cached validator (with format checks) for one schema id."""
+    try:
+        schema = _all_schemas()[schema_id]
+    except KeyError as exc:
+        raise SchemaError("unknown_schema", f"no schema with id {schema_id}") from exc
+    return Draft202012Validator(
+        schema,
+        registry=_registry(),
+        format_checker=Draft202012Validator.FORMAT_CHECKER,
+    )
+
+
+def schema_ids() -> list[str]:
+    """Every schema id shipped in ``schemas/``."""
+    return sorted(_all_schemas())
+
+
+def schema_document(schema_id: str) -> dict[str, Any]:
+    """The schema document itself."""
+    return _all_schemas()[schema_id]
+
+
+def validate(schema_id: str, instance: Any, *, reason: str = "schema_invalid") -> None:
+    """Raise :class:`SchemaError` listing where and why ``instance`` fails."""
+    errors = sorted(validator(schema_id).iter_errors(instance), key=lambda e: list(e.path))
+    if errors:
+        where = [
+            f"{'/' + '/'.join(str(p) for p in e.absolute_path)} ({e.validator})"
+            for e in errors[:MAX_REPORTED_ERRORS]
+        ]
+        raise SchemaError(reason, f"does not conform to {schema_id}: " + "; ".join(where))

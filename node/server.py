@@ -1,0 +1,145 @@
+"""The federation endpoint: peers POST envelopes over mutual TLS.
+
+``create_app`` builds the aiohttp application; ``serve`` runs it with the
+deliverer as a background task. Every refusal is an RFC 9457 problem with a
+reason code and an audit entry; an unexpected error is a generic 500 problem
+(never a stack trace) and is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from node import receiving
+from node.appkeys import CONTEXT, DELIVERER
+from node.context import NodeContext
+from node.delivery import MESSAGES_PATH, Deliverer
+from node.directory import MemberNode
+from node.envelope import MAX_ENVELOPE_BYTES
+from node.errors import EnvelopeError, PeerError, PuenteError
+from node.logs import get_logger
+from node.problems import problem_response
+from node.storage.migrate import upgrade_to_head
+from node.tls import peer_pin, server_context
+
+log = get_logger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+JOSE_CONTENT_TYPE = "application/jose"
+
+
+class UnsupportedMediaType(PuenteError):
+    """The request body is not a JOSE compact serialization."""
+
+    reason = "unsupported_media_type"
+    http_status = 415
+
+
+def _peer(request: web.Request) -> MemberNode:
+    ctx = request.app[CONTEXT]
+    pin = peer_pin(request.transport.get_extra_info("ssl_object") if request.transport else None)
+    member = ctx.directory.node_by_pin(pin) if pin else None
+    if member is None or member.id == ctx.node_id:
+        raise PeerError("unknown_peer", "the TLS client certificate is not pinned for a member")
+    return member
+
+
+async def post_message(request: web.Request) -> web.Response:
+    peer = _peer(request)
+    request["peer"] = peer.id
+    if request.content_type != JOSE_CONTENT_TYPE:
+        raise UnsupportedMediaType(detail=f"send {JOSE_CONTENT_TYPE}")
+    envelope = await request.read()
+    accepted = await receiving.receive(request.app[CONTEXT], envelope, peer_node=peer.id)
+    return web.json_response({"receipt": accepted.receipt, "duplicate": accepted.duplicate})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    return web.json_response(
+        {"status": "ok", "node": ctx.node_id, "directory_version": ctx.directory.version}
+    )
+
+
+_HTTP_REASONS = {
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "envelope_too_large",
+}
+
+
+@web.middleware
+async def problems_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every refusal into problem+json and audit it; hide internal errors."""
+    ctx = request.app[CONTEXT]
+    try:
+        return await handler(request)
+    except PuenteError as refusal:
+        status, reason, detail = refusal.http_status, refusal.reason, refusal.detail
+        already_audited = isinstance(refusal, EnvelopeError)
+    except web.HTTPException as http_error:
+        if http_error.status < 400:
+            raise
+        status = http_error.status
+        reason = _HTTP_REASONS.get(status, f"http_{status}")
+        detail = http_error.reason or reason
+        already_audited = False
+    except Exception:
+        log.exception("internal_error", path=request.path)
+        return problem_response(500, "internal_error", "the node could not process the request")
+    if not already_audited:
+        await receiving.record_refusal(
+            ctx, PuenteError(reason, detail), peer_node=request.get("peer")
+        )
+    return problem_response(status, reason, detail)
+
+
+def create_app(ctx: NodeContext, *, deliver: bool = True) -> web.Application:
+    """The node's federation application. ``deliver`` runs the outbox too."""
+    app = web.Application(
+        middlewares=[problems_middleware], client_max_size=MAX_ENVELOPE_BYTES + 1024
+    )
+    app[CONTEXT] = ctx
+    app[DELIVERER] = Deliverer(ctx)
+    app.router.add_post(MESSAGES_PATH, post_message)
+    app.router.add_get("/healthz", healthz)
+    app.cleanup_ctx.append(_database)
+    if deliver:
+        app.cleanup_ctx.append(_delivery)
+    return app
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    ctx = app[CONTEXT]
+    await upgrade_to_head(ctx.engine)
+    yield
+    await ctx.close()
+
+
+async def _delivery(app: web.Application) -> AsyncIterator[None]:
+    deliverer = app[DELIVERER]
+    task = asyncio.create_task(deliverer.run_forever(), name="deliverer")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await deliverer.close()
+
+
+async def start_site(app: web.Application, ctx: NodeContext) -> web.AppRunner:
+    """Start listening with mutual TLS on the configured host and port."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(
+        runner,
+        ctx.config.host,
+        ctx.config.port,
+        ssl_context=server_context(ctx.keys.tls, ctx.directory),
+    )
+    await site.start()
+    log.info("node_listening", node=ctx.node_id, host=ctx.config.host, port=ctx.config.port)
+    return runner

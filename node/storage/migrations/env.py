@@ -1,0 +1,19 @@
+"""Alembic environment: always driven from node.storage.migrate with a live connection."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from node.storage.models import Base
+
+connection = context.config.attributes.get("connection")
+if connection is None:
+    raise RuntimeError("run migrations through `puente migrate`, which supplies a connection")
+
+context.configure(
+    connection=connection,
+    target_metadata=Base.metadata,
+    render_as_batch=connection.dialect.name == "sqlite",
+)
+with context.begin_transaction():
+    context.run_migrations()

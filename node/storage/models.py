@@ -1,0 +1,140 @@
+"""Tables, one class each. Timestamps are timezone-aware UTC."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy import Index as SqlIndex
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class UtcDateTime(TypeDecorator[dt.datetime]):
+    """Aware UTC datetimes on both backends (SQLite has no time zone type)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(dt.UTC)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Disclosure(Base):
+    """A case summary leaving this node: the outbox row and its delivery state.
+
+    The envelope is sealed when the disclosure is queued, so every retry sends
+    the same bytes and the receipt always refers to what was committed.
+    """
+
+    __tablename__ = "disclosures"
+
+    message_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    sender_authority: Mapped[str] = mapped_column(String(64))
+    recipient_node: Mapped[str] = mapped_column(String(2))
+    recipient_authority: Mapped[str] = mapped_column(String(64))
+    doc_type: Mapped[str] = mapped_column(String(40))
+    schema_id: Mapped[str] = mapped_column(String(200))
+    case_ref: Mapped[str] = mapped_column(String(80))
+    fields: Mapped[list[str]] = mapped_column(JSON)
+    envelope: Mapped[str] = mapped_column(Text)
+    envelope_sha256: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    last_error: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    refusal_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    receipt: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    __table_args__ = (
+        SqlIndex("ix_disclosures_pending", "state", "recipient_node", "next_attempt_at"),
+    )
+
+
+class ReceivedMessage(Base):
+    """An accepted envelope, kept byte for byte as evidence, with its receipt."""
+
+    __tablename__ = "received_messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sender_node: Mapped[str] = mapped_column(String(2))
+    message_id: Mapped[str] = mapped_column(String(36))
+    sender_authority: Mapped[str] = mapped_column(String(64))
+    recipient_authority: Mapped[str] = mapped_column(String(64))
+    doc_type: Mapped[str] = mapped_column(String(40))
+    schema_id: Mapped[str] = mapped_column(String(200))
+    envelope: Mapped[bytes] = mapped_column(LargeBinary)
+    envelope_sha256: Mapped[str] = mapped_column(String(64))
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    issued_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    received_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    receipt: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (UniqueConstraint("sender_node", "message_id", name="uq_received_sender_msg"),)
+
+
+class AuditEntry(Base):
+    """One entry of the append-only audit log (database triggers refuse changes).
+
+    ``entry`` holds the canonical JSON exactly as hashed; the other columns are
+    copies for querying.
+    """
+
+    __tablename__ = "audit_log"
+
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    )
+    recorded_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    event: Mapped[str] = mapped_column(String(40))
+    message_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    counterparty: Mapped[str | None] = mapped_column(String(2), nullable=True)
+    entry: Mapped[str] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    entry_hash: Mapped[str] = mapped_column(String(64))
+
+    __table_args__ = (
+        SqlIndex("ix_audit_message", "message_id"),
+        SqlIndex("ix_audit_counterparty_time", "counterparty", "recorded_at"),
+    )
+
+
+class AuditHead(Base):
+    """The single row naming the log's size and head hash.
+
+    Updating it takes a row lock, which serialises appenders on PostgreSQL; on
+    SQLite every write transaction is already exclusive.
+    """
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    head_hash: Mapped[str] = mapped_column(String(64))

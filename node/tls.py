@@ -1,0 +1,54 @@
+"""Mutual TLS pinned by the federation directory.
+
+Each node's certificate is self-signed; trust comes only from its pin in the
+signed directory. The server trusts exactly the pinned certificates of the
+members, so a client without one is refused during the handshake. A client
+trusts exactly the pinned certificates of the one peer it is calling, so a
+hostname check adds nothing and is off.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterable
+
+from node.directory import Directory, MemberNode
+from node.keys import TlsIdentity, cert_pem_from_der, certificate_pin
+
+
+def _base_context(purpose: int, identity: TlsIdentity) -> ssl.SSLContext:
+    context = ssl.SSLContext(purpose)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.load_cert_chain(identity.cert_path, identity.key_path)
+    return context
+
+
+def _trust(context: ssl.SSLContext, certificates: Iterable[bytes]) -> None:
+    pem = "".join(cert_pem_from_der(der).decode("ascii") for der in certificates)
+    if pem:
+        context.load_verify_locations(cadata=pem)
+
+
+def server_context(identity: TlsIdentity, directory: Directory) -> ssl.SSLContext:
+    """Requires a client certificate pinned for some member node."""
+    context = _base_context(ssl.PROTOCOL_TLS_SERVER, identity)
+    context.verify_mode = ssl.CERT_REQUIRED
+    _trust(context, directory.pinned_certificates())
+    return context
+
+
+def client_context(identity: TlsIdentity, peer: MemberNode) -> ssl.SSLContext:
+    """Presents our certificate and accepts only the peer's pinned ones."""
+    context = _base_context(ssl.PROTOCOL_TLS_CLIENT, identity)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_REQUIRED
+    _trust(context, peer.tls_certificates.values())
+    return context
+
+
+def peer_pin(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str | None:
+    """The x5t#S256 pin of the certificate the TLS peer presented."""
+    if ssl_object is None:
+        return None
+    der = ssl_object.getpeercert(binary_form=True)
+    return certificate_pin(der) if der else None

@@ -1,0 +1,1 @@
+"""Test-suite helpers shared by the conftest and the tests."""
