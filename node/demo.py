@@ -19,24 +19,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 from sqlalchemy import select
 
 from node import audit
-from node.config import AuthorityConfig
+from node.config import AuthorityConfig, load_config
 from node.context import NodeContext, open_node
-from node.directory import sign_directory
-from node.federation import (
-    create_operator_key,
-    directory_document,
-    publish,
-    read_json,
-    trust_root_document,
-)
-from node.nodeinit import init_node
+from node.localfed import NodeSpec, build_local_federation
 from node.outbox import queue_disclosure
 from node.receipts import verify_receipt
 from node.storage.models import AuditEntry, Disclosure, ReceivedMessage
@@ -45,15 +36,8 @@ from node.synthetic import return_notice
 FEDERATION = "puente-demo"
 
 
-@dataclass(frozen=True)
-class DemoNode:
-    node_id: str
-    name: str
-    authorities: tuple[AuthorityConfig, ...]
-
-
 DEMO_NODES = (
-    DemoNode(
+    NodeSpec(
         "MX",
         "México",
         (
@@ -67,7 +51,7 @@ DEMO_NODES = (
             ),
         ),
     ),
-    DemoNode(
+    NodeSpec(
         "GT",
         "Guatemala",
         (
@@ -81,7 +65,7 @@ DEMO_NODES = (
             ),
         ),
     ),
-    DemoNode(
+    NodeSpec(
         "HN",
         "Honduras",
         (
@@ -99,36 +83,9 @@ DEMO_NODES = (
 NOTICES = (("GT", "gt-reception-la-aurora", 3), ("HN", "hn-camr-sps", 2))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def build_federation(base: Path, now: dt.datetime) -> list[Path]:
     """Initialise every demo node and install a freshly signed directory."""
-    node_dirs = []
-    entries = []
-    for spec in DEMO_NODES:
-        data_dir = base / spec.node_id
-        config = init_node(
-            data_dir,
-            node_id=spec.node_id,
-            name=spec.name,
-            host="127.0.0.1",
-            port=free_port(),
-            authorities=list(spec.authorities),
-        )
-        entries.append(read_json(config.node_entry_path))
-        node_dirs.append(data_dir)
-    operator_key, _ = create_operator_key(base / "operator")
-    document = directory_document(FEDERATION, entries, version=1, now=now)
-    publish(
-        node_dirs,
-        sign_directory(document, [operator_key]),
-        trust_root_document(FEDERATION, [operator_key], threshold=1),
-    )
-    return node_dirs
+    return list(build_local_federation(base, DEMO_NODES, federation=FEDERATION, now=now).values())
 
 
 def start_node(data_dir: Path) -> subprocess.Popen[bytes]:
@@ -304,7 +261,7 @@ def run_demo(
             data_dir = base / spec.node_id
             process = start_node(data_dir)
             processes.append(process)
-            port = int(read_toml_port(data_dir))
+            port = load_config(data_dir).port
             wait_for_port(port, process)
         ok = asyncio.run(tell_story(base, out, timeout))
         print(
@@ -326,9 +283,3 @@ def run_demo(
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
-
-
-def read_toml_port(data_dir: Path) -> int:
-    from node.config import load_config
-
-    return load_config(data_dir).port

@@ -20,6 +20,9 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 async def upgrade_to_head(engine: AsyncEngine) -> None:
-    """Bring the database schema up to the newest migration."""
+    """Bring the database schema up to the newest migration of every branch.
+
+    Features may add their tables on their own migration branch; "heads" applies all.
+    """
     async with engine.begin() as connection:
-        await connection.run_sync(lambda sync: command.upgrade(alembic_config(sync), "head"))
+        await connection.run_sync(lambda sync: command.upgrade(alembic_config(sync), "heads"))
