@@ -9,3 +9,6 @@ from node.delivery import Deliverer
 
 CONTEXT = web.AppKey("context", NodeContext)
 DELIVERER = web.AppKey("deliverer", Deliverer)
+
+# The member node authenticated by mutual TLS for this request (for auditing refusals).
+PEER = web.RequestKey("peer", str)

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from node import receiving
-from node.appkeys import CONTEXT, DELIVERER
+from node.appkeys import CONTEXT, DELIVERER, PEER
 from node.context import NodeContext
 from node.delivery import MESSAGES_PATH, Deliverer
 from node.directory import MemberNode
@@ -50,7 +50,7 @@ def _peer(request: web.Request) -> MemberNode:
 
 async def post_message(request: web.Request) -> web.Response:
     peer = _peer(request)
-    request["peer"] = peer.id
+    request[PEER] = peer.id
     if request.content_type != JOSE_CONTENT_TYPE:
         raise UnsupportedMediaType(detail=f"send {JOSE_CONTENT_TYPE}")
     envelope = await request.read()
@@ -93,7 +93,7 @@ async def problems_middleware(request: web.Request, handler: Handler) -> web.Str
         return problem_response(500, "internal_error", "the node could not process the request")
     if not already_audited:
         await receiving.record_refusal(
-            ctx, PuenteError(reason, detail), peer_node=request.get("peer")
+            ctx, PuenteError(reason, detail), peer_node=request.get(PEER)
         )
     return problem_response(status, reason, detail)
 

@@ -1,0 +1,128 @@
+"""Real nodes in the test's event loop: real TLS sockets on 127.0.0.1, real databases.
+
+``live_federation`` initialises data directories with the production code
+(node.localfed), opens each node, and starts its real aiohttp application with
+mutual TLS on a free port. Delivery runs only when a test asks for it
+(``deliver=True``) or calls ``node.deliverer.run_once()`` itself, so tests
+decide when messages move.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from node.appkeys import DELIVERER
+from node.config import AuthorityConfig
+from node.context import NodeContext, open_node
+from node.delivery import MESSAGES_PATH, Deliverer
+from node.localfed import NodeSpec, build_local_federation
+from node.server import create_app, start_site
+from node.timeutil import Clock, utcnow
+from node.tls import client_context
+
+DatabaseFactory = Callable[[str], Awaitable[str]]
+
+MX = NodeSpec(
+    "MX",
+    "México (test)",
+    (AuthorityConfig("mx-inm", "migration_authority", {"es": "INM (prueba)"}),),
+)
+GT = NodeSpec(
+    "GT",
+    "Guatemala (test)",
+    (AuthorityConfig("gt-reception", "reception_centre", {"es": "Recepción GT (prueba)"}),),
+)
+HN = NodeSpec(
+    "HN",
+    "Honduras (test)",
+    (AuthorityConfig("hn-reception", "reception_centre", {"es": "Recepción HN (prueba)"}),),
+)
+
+
+@dataclass
+class LiveNode:
+    ctx: NodeContext
+    app: web.Application
+    runner: web.AppRunner | None
+
+    @property
+    def node_id(self) -> str:
+        return self.ctx.node_id
+
+    @property
+    def deliverer(self) -> Deliverer:
+        return self.app[DELIVERER]
+
+    @property
+    def url(self) -> str:
+        return self.ctx.config.public_url
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+    async def start(self) -> None:
+        if self.runner is None:
+            await self.deliverer.close()
+            self.ctx = open_node(self.ctx.config.data_dir, clock=self.ctx.clock)
+            self.app = create_app(self.ctx, deliver=False)
+            self.runner = await start_site(self.app, self.ctx)
+
+
+@asynccontextmanager
+async def live_federation(
+    base: Path,
+    database_factory: DatabaseFactory,
+    specs: Sequence[NodeSpec] = (MX, GT, HN),
+    *,
+    deliver: bool = False,
+    clock: Clock = utcnow,
+) -> AsyncIterator[dict[str, LiveNode]]:
+    urls = {spec.node_id: await database_factory(spec.node_id.lower()) for spec in specs}
+    dirs = build_local_federation(
+        base, specs, federation="test-federation", now=clock(), database_urls=urls
+    )
+    nodes: dict[str, LiveNode] = {}
+    try:
+        for node_id, data_dir in dirs.items():
+            ctx = open_node(data_dir, clock=clock)
+            app = create_app(ctx, deliver=deliver)
+            nodes[node_id] = LiveNode(ctx=ctx, app=app, runner=await start_site(app, ctx))
+        yield nodes
+    finally:
+        for node in nodes.values():
+            await node.stop()
+            await node.deliverer.close()
+
+
+def peer_session(client: LiveNode, server: LiveNode) -> aiohttp.ClientSession:
+    """A session presenting ``client``'s certificate and pinning ``server``'s."""
+    peer = client.ctx.directory.node(server.node_id)
+    assert peer is not None
+    connector = aiohttp.TCPConnector(ssl=client_context(client.ctx.keys.tls, peer))
+    return aiohttp.ClientSession(connector=connector)
+
+
+async def post_envelope(
+    client: LiveNode,
+    server: LiveNode,
+    body: bytes,
+    *,
+    content_type: str = "application/jose",
+) -> tuple[int, str, dict[str, Any]]:
+    """POST raw bytes to ``server``'s message endpoint as ``client``."""
+    async with (
+        peer_session(client, server) as session,
+        session.post(
+            server.url + MESSAGES_PATH, data=body, headers={"Content-Type": content_type}
+        ) as response,
+    ):
+        return response.status, response.content_type, await response.json(content_type=None)
