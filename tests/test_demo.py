@@ -1,0 +1,24 @@
+"""``puente demo --once``: the newcomer's first command works and tells the story."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_demo_once_exits_zero_and_reports_every_receipt(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "node", "demo", "--once", "--dir", str(tmp_path / "demo")],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "5/5 notices received and receipted. OK" in result.stdout
+    assert result.stdout.count("receipt signed by") == 5
+    for country in ("MX", "GT", "HN"):
+        assert (tmp_path / "demo" / country / "puente.db").exists()
+    # The demo's own nodes were stopped: nothing keeps listening after --once.
+    assert "Traceback" not in result.stderr
