@@ -11,11 +11,25 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from node.commands import audit_cmds, demo_cmd, evidence_cmds, federation_cmds, node_cmds
+from node.commands import (
+    audit_cmds,
+    demo_cmd,
+    evidence_cmds,
+    federation_cmds,
+    node_cmds,
+    users_cmds,
+)
 from node.errors import PuenteError
 
 EXIT_REFUSED = 2
-COMMAND_GROUPS = (node_cmds, federation_cmds, evidence_cmds, audit_cmds, demo_cmd)
+COMMAND_GROUPS = (
+    node_cmds,
+    federation_cmds,
+    evidence_cmds,
+    audit_cmds,
+    users_cmds,
+    demo_cmd,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

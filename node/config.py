@@ -39,13 +39,49 @@ class AuthorityConfig:
 
 @dataclass(frozen=True)
 class DeliveryConfig:
-    """Outbox tuning: how often to look for work and how to back off."""
+    """Outbox tuning and the limits each peer is held to (docs/delivery.md).
+
+    Sending: how often to look for work, how to back off, how many requests may
+    be in flight to one peer (1 keeps strict order), how fast to send to one
+    peer, and how long to wait for it. Receiving: how fast and how many at
+    once one peer may send to us, and how long it may take to send a body.
+    """
 
     poll_interval: float = 0.5
     retry_base: float = 1.0
     retry_max: float = 300.0
     message_ttl_hours: float = 72.0
     request_timeout: float = 30.0
+    connect_timeout: float = 10.0
+    read_timeout: float = 20.0
+    max_in_flight: int = 1
+    batch_size: int = 32
+    send_rate_per_peer: float = 500.0
+    send_burst_per_peer: int = 50
+    inbound_rate_per_peer: float = 1000.0
+    inbound_burst_per_peer: int = 500
+    inbound_max_concurrent_per_peer: int = 16
+    inbound_body_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        # Refused by load_config as bad_config: a zero limit would stall delivery.
+        if min(self.max_in_flight, self.batch_size, self.send_burst_per_peer) < 1:
+            raise ValueError("delivery limits must be at least 1")
+        if min(self.inbound_burst_per_peer, self.inbound_max_concurrent_per_peer) < 1:
+            raise ValueError("inbound limits must be at least 1")
+        if min(self.send_rate_per_peer, self.inbound_rate_per_peer, self.retry_base) <= 0:
+            raise ValueError("rates and retry_base must be positive")
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """The local API for the node's own users (HTTPS with the node's certificate)."""
+
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: no local API
+    rate_per_second: float = 50.0
+    burst: int = 200
+    max_body_bytes: int = 262_144
 
 
 @dataclass(frozen=True)
@@ -62,6 +98,7 @@ class NodeConfig:
     tls_pin: str
     authorities: tuple[AuthorityConfig, ...]
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
 
     @property
     def keys_dir(self) -> Path:
@@ -89,12 +126,29 @@ class NodeConfig:
                 "encryption": self.encryption_kid,
                 "tls": self.tls_pin,
             },
+            "api": {
+                "host": self.api.host,
+                "port": self.api.port,
+                "rate_per_second": self.api.rate_per_second,
+                "burst": self.api.burst,
+                "max_body_bytes": self.api.max_body_bytes,
+            },
             "delivery": {
                 "poll_interval": self.delivery.poll_interval,
                 "retry_base": self.delivery.retry_base,
                 "retry_max": self.delivery.retry_max,
                 "message_ttl_hours": self.delivery.message_ttl_hours,
                 "request_timeout": self.delivery.request_timeout,
+                "connect_timeout": self.delivery.connect_timeout,
+                "read_timeout": self.delivery.read_timeout,
+                "max_in_flight": self.delivery.max_in_flight,
+                "batch_size": self.delivery.batch_size,
+                "send_rate_per_peer": self.delivery.send_rate_per_peer,
+                "send_burst_per_peer": self.delivery.send_burst_per_peer,
+                "inbound_rate_per_peer": self.delivery.inbound_rate_per_peer,
+                "inbound_burst_per_peer": self.delivery.inbound_burst_per_peer,
+                "inbound_max_concurrent_per_peer": self.delivery.inbound_max_concurrent_per_peer,
+                "inbound_body_timeout": self.delivery.inbound_body_timeout,
             },
             "authorities": [a.as_directory_entry() for a in self.authorities],
         }
@@ -124,6 +178,7 @@ def load_config(data_dir: Path) -> NodeConfig:
             for a in raw.get("authorities", [])
         )
         delivery = DeliveryConfig(**raw.get("delivery", {}))
+        api = ApiConfig(**raw.get("api", {}))
         config = NodeConfig(
             data_dir=data_dir,
             node_id=str(node["id"]),
@@ -137,6 +192,7 @@ def load_config(data_dir: Path) -> NodeConfig:
             tls_pin=str(keys["tls"]),
             authorities=authorities,
             delivery=delivery,
+            api=api,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError("bad_config", f"{path}: missing or invalid {exc}") from exc

@@ -58,6 +58,7 @@ def build_local_federation(
             port=free_port(),
             authorities=list(spec.authorities),
             database_url=(database_urls or {}).get(spec.node_id),
+            api_port=free_port(),
         )
         entries.append(read_json(config.node_entry_path))
         node_dirs[spec.node_id] = config.data_dir

@@ -8,7 +8,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from node.config import AUTHORITY_KINDS, AuthorityConfig, NodeConfig, default_database_url
+from node.config import (
+    AUTHORITY_KINDS,
+    ApiConfig,
+    AuthorityConfig,
+    NodeConfig,
+    default_database_url,
+)
 from node.directory import tls_entry
 from node.errors import ConfigError
 from node.keys import (
@@ -33,6 +39,7 @@ def init_node(
     authorities: list[AuthorityConfig],
     public_url: str | None = None,
     database_url: str | None = None,
+    api_port: int = 0,
 ) -> NodeConfig:
     """Create the data directory, generate every key and write the config.
 
@@ -68,6 +75,7 @@ def init_node(
         encryption_kid=str(encryption.kid),
         tls_pin=tls.pin,
         authorities=tuple(authorities),
+        api=ApiConfig(host=host, port=api_port),
     )
     config.save()
     entry: dict[str, Any] = {

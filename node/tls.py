@@ -52,3 +52,11 @@ def peer_pin(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str | None:
         return None
     der = ssl_object.getpeercert(binary_form=True)
     return certificate_pin(der) if der else None
+
+
+def api_server_context(identity: TlsIdentity) -> ssl.SSLContext:
+    """HTTPS for the local API: the node's certificate, no client certificate asked."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(identity.cert_path, identity.key_path)
+    return context

@@ -39,6 +39,7 @@ def register(sub: Any) -> None:
     init_p.add_argument("--name", required=True)
     init_p.add_argument("--host", default="127.0.0.1")
     init_p.add_argument("--port", type=int, default=8443)
+    init_p.add_argument("--api-port", type=int, default=0, help="local API port (0: none)")
     init_p.add_argument("--public-url", help="the URL peers use (default https://HOST:PORT)")
     init_p.add_argument("--database-url", help="e.g. postgresql+asyncpg://… (default SQLite)")
     init_p.add_argument(
@@ -84,6 +85,7 @@ def init(args: argparse.Namespace) -> int:
         authorities=args.authority,
         public_url=args.public_url,
         database_url=args.database_url,
+        api_port=args.api_port,
     )
     print(f"node {config.node_id} initialised in {config.data_dir}")
     print(f"  signing key    {config.signing_kid}")
@@ -107,12 +109,19 @@ async def _serve(data_dir: Path) -> None:
     ctx = open_node(data_dir)
     app = create_app(ctx)
     runner = await start_site(app, ctx)
+    api_runner = None
+    if ctx.config.api.port:
+        from node.api.app import create_api_app, start_api_site
+
+        api_runner = await start_api_site(create_api_app(ctx), ctx)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     log.info("node_stopping", node=ctx.node_id)
+    if api_runner is not None:
+        await api_runner.cleanup()
     await runner.cleanup()
 
 
