@@ -27,6 +27,7 @@ from sqlalchemy import select
 from node import audit
 from node.config import AuthorityConfig, load_config
 from node.context import NodeContext, open_node
+from node.demo_api import provision_demo_users
 from node.localfed import NodeSpec, build_local_federation
 from node.outbox import queue_disclosure
 from node.receipts import verify_receipt
@@ -264,6 +265,7 @@ def run_demo(
             port = load_config(data_dir).port
             wait_for_port(port, process)
         ok = asyncio.run(tell_story(base, out, timeout))
+        asyncio.run(provision_demo_users(base, out))
         print(
             f"Node logs: {base}/<country>/serve.log; databases: {base}/<country>/puente.db",
             file=out,
