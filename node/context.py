@@ -14,10 +14,12 @@ from pathlib import Path
 from joserfc.jwk import OKPKey
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from node.audit_keys import AUDIT_FILE, AuditIdentity, load_audit_identity
 from node.config import NodeConfig, load_config
 from node.directory import Directory, TrustRoot, verify_directory
 from node.errors import ConfigError, DirectoryError
 from node.keys import ENCRYPTION_CURVE, SIGNING_CURVE, TlsIdentity, load_jwk, load_tls_identity
+from node.storage import audit_models  # noqa: F401  (registers its tables on Base.metadata)
 from node.storage.engine import create_engine, session_factory
 from node.timeutil import Clock, utcnow
 
@@ -41,6 +43,8 @@ class NodeContext:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     clock: Clock = field(default=utcnow)
+    # The audit log's origin and keys (node.audit_keys); None for a data dir made before them.
+    audit: AuditIdentity | None = None
 
     @property
     def node_id(self) -> str:
@@ -112,4 +116,5 @@ def open_node(
         engine=engine,
         sessions=session_factory(engine),
         clock=clock,
+        audit=load_audit_identity(data_dir) if (data_dir / AUDIT_FILE).exists() else None,
     )

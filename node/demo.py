@@ -151,7 +151,7 @@ async def wait_delivered(mx: NodeContext, ids: list[str], patience: float) -> li
 async def audit_summary(ctx: NodeContext) -> tuple[int, int | None]:
     async with ctx.sessions() as session:
         rows = (await session.execute(select(AuditEntry).order_by(AuditEntry.seq))).scalars().all()
-    return len(rows), audit.verify_chain(rows)
+        return len(rows), await audit.first_damaged_entry(session)
 
 
 async def tell_story(base: Path, out: TextIO, patience: float) -> bool:

@@ -56,6 +56,8 @@ class MemberNode:
     signing_keys: Mapping[str, OKPKey]  # kid -> public Ed25519 key
     encryption_keys: Mapping[str, OKPKey]  # kid -> public X25519 key
     authorities: Mapping[str, Authority]
+    # The node's audit log: origin, verifier_key, witness_key (docs/audit-log.md); optional.
+    audit_log: Mapping[str, str] | None = None
 
     @property
     def current_encryption_key(self) -> OKPKey:
@@ -259,6 +261,7 @@ def _member(entry: Mapping[str, Any]) -> MemberNode:
             a["id"]: Authority(id=a["id"], kind=a["kind"], names=dict(a["names"]))
             for a in entry["authorities"]
         },
+        audit_log=dict(entry["audit_log"]) if "audit_log" in entry else None,
     )
 
 

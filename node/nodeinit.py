@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from node.audit_keys import create_audit_identity
 from node.config import (
     AUTHORITY_KINDS,
     ApiConfig,
@@ -63,6 +64,7 @@ def init_node(
     save_jwk(data_dir / "keys" / "signing", signing)
     save_jwk(data_dir / "keys" / "encryption", encryption)
     tls = generate_tls_identity(data_dir / "keys" / "tls", node_id, sorted({host, tls_host}))
+    audit_log = create_audit_identity(data_dir, node_id)
     config = NodeConfig(
         data_dir=data_dir,
         node_id=node_id,
@@ -86,6 +88,7 @@ def init_node(
         "signing_keys": [public_jwk(signing)],
         "encryption_keys": [public_jwk(encryption)],
         "authorities": [a.as_directory_entry() for a in authorities],
+        "audit_log": audit_log.directory_entry(),
     }
     config.node_entry_path.parent.mkdir(parents=True, exist_ok=True)
     config.node_entry_path.write_text(json.dumps(entry, indent=2), encoding="utf-8")

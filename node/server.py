@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from node import receiving
+from node import receiving, witness, witness_client
 from node.appkeys import CONTEXT, DELIVERER, PEER
 from node.context import NodeContext
 from node.delivery import MESSAGES_PATH, Deliverer
@@ -107,9 +107,11 @@ def create_app(ctx: NodeContext, *, deliver: bool = True) -> web.Application:
     app[DELIVERER] = Deliverer(ctx)
     app.router.add_post(MESSAGES_PATH, post_message)
     app.router.add_get("/healthz", healthz)
+    app.router.add_post(witness.ADD_CHECKPOINT_PATH, witness.post_add_checkpoint)
     app.cleanup_ctx.append(_database)
     if deliver:
         app.cleanup_ctx.append(_delivery)
+        app.cleanup_ctx.append(witness_client.background)  # scheduled checkpoints, witnessing
     return app
 
 

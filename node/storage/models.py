@@ -103,8 +103,9 @@ class ReceivedMessage(Base):
 class AuditEntry(Base):
     """One entry of the append-only audit log (database triggers refuse changes).
 
-    ``entry`` holds the canonical JSON exactly as hashed; the other columns are
-    copies for querying.
+    ``entry`` holds the RFC 8785 canonical JSON exactly as hashed into the
+    Merkle tree (leaf ``seq``); the other columns are copies for querying.
+    ``case_ref`` is the keyed-hash pseudonym of a case, never the case id.
     """
 
     __tablename__ = "audit_log"
@@ -116,21 +117,28 @@ class AuditEntry(Base):
     event: Mapped[str] = mapped_column(String(40))
     message_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     counterparty: Mapped[str | None] = mapped_column(String(2), nullable=True)
+    case_ref: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    purpose: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    legal_basis: Mapped[str | None] = mapped_column(String(64), nullable=True)
     entry: Mapped[str] = mapped_column(Text)
-    prev_hash: Mapped[str] = mapped_column(String(64))
-    entry_hash: Mapped[str] = mapped_column(String(64))
 
     __table_args__ = (
         SqlIndex("ix_audit_message", "message_id"),
         SqlIndex("ix_audit_counterparty_time", "counterparty", "recorded_at"),
+        SqlIndex("ix_audit_case_ref", "case_ref", "seq"),
+        SqlIndex("ix_audit_purpose_time", "purpose", "recorded_at"),
+        SqlIndex("ix_audit_legal_basis_time", "legal_basis", "recorded_at"),
+        SqlIndex("ix_audit_time", "recorded_at"),
     )
 
 
 class AuditHead(Base):
-    """The single row naming the log's size and head hash.
+    """The single row naming the log's size, root hash and right edge.
 
-    Updating it takes a row lock, which serialises appenders on PostgreSQL; on
-    SQLite every write transaction is already exclusive.
+    ``frontier`` is the concatenated hashes of the complete subtrees that make
+    up the tree (largest first), so an append never reads the tree table.
+    Updating the row takes a row lock, which serialises appenders on
+    PostgreSQL; on SQLite every write transaction is already exclusive.
     """
 
     __tablename__ = "audit_head"
@@ -138,3 +146,4 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
     head_hash: Mapped[str] = mapped_column(String(64))
+    frontier: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
