@@ -11,7 +11,7 @@ LINT_PATHS := node audit tests
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: venv lint postgres-binaries test demo bench clean
+.PHONY: venv lint postgres-binaries go-c2sp test demo bench clean
 
 # The stamp is newer than pyproject.toml once the install succeeded, so repeated
 # `make test` runs skip the install; editing dependencies re-runs it.
@@ -31,7 +31,11 @@ lint: venv
 postgres-binaries:
 	bash scripts/ensure-postgres
 
-test: venv postgres-binaries
+# Go's reference C2SP note and RFC 6962 tree code, to check the audit log's formats.
+go-c2sp:
+	bash scripts/ensure-go-c2sp
+
+test: venv postgres-binaries go-c2sp
 	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 

@@ -63,7 +63,7 @@ class VerifierKey:
     @classmethod
     def parse(cls, vkey: str) -> VerifierKey:
         """Parse ``name+hexid+base64(type||key)``, checking the ID matches the key."""
-        parts = vkey.strip().split("+")
+        parts = vkey.strip().split("+", 2)  # base64 may itself hold "+"
         if len(parts) != 3:
             raise VerificationError("bad_verifier_key", "expected name+keyid+key")
         name, hex_id, b64 = parts

@@ -1,32 +1,247 @@
-"""Audit log tools for operators and auditors (placeholder until the full group lands)."""
+"""``puente audit``: the verifiable audit log for operators and auditors.
+
+puente audit checkpoint [--new] [--size N] [--json]
+puente audit proof inclusion --index I [--size N]     (JSON, RFC 9162 form)
+puente audit proof consistency --old M [--new N]
+puente audit entries [--start S] [--limit L] [--csv]
+puente audit query [--case-id ID] [--counterparty XX] [--purpose P]
+                   [--legal-basis B] [--event E] [--since T] [--until T] [--csv]
+puente audit subject-report --case-id ID [--out FILE]
+puente audit export --out DIR
+puente audit verify                  (self-check, then the independent verifier)
+puente audit witness                 (one witness round now)
+puente audit witnessed | forks
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from node import audit
 from node.commands._util import with_node
 from node.context import NodeContext
+from node.storage.migrate import upgrade_to_head
+from node.timeutil import parse_rfc3339
+
+
+def _emit(value: Any) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def _time(text: str) -> Any:
+    try:
+        return parse_rfc3339(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError("an RFC 3339 time, e.g. 2026-11-23T00:00:00Z") from exc
 
 
 def register(sub: Any) -> None:
-    audit_p = sub.add_parser("audit", help="audit log tools")
+    audit_p = sub.add_parser("audit", help="the verifiable audit log")
     audit_sub = audit_p.add_subparsers(dest="audit_command", required=True)
-    check = audit_sub.add_parser("verify", help="check the stored log against its Merkle tree")
-    check.add_argument("--dir", type=Path, required=True)
-    check.set_defaults(handler=verify_cmd)
+
+    def command(name: str, help_text: str, handler: Any) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = audit_sub.add_parser(name, help=help_text)
+        parser.add_argument("--dir", type=Path, required=True, help="the node's data directory")
+        parser.set_defaults(handler=handler)
+        return parser
+
+    cp = command("checkpoint", "the latest signed checkpoint (C2SP signed note)", checkpoint_cmd)
+    cp.add_argument("--new", action="store_true", help="sign one now if the log has grown")
+    cp.add_argument("--size", type=int, help="an earlier checkpoint by tree size")
+    cp.add_argument("--json", action="store_true")
+
+    proof = audit_sub.add_parser("proof", help="inclusion and consistency proofs (RFC 9162)")
+    proof_sub = proof.add_subparsers(dest="proof_kind", required=True)
+    inc = proof_sub.add_parser("inclusion", help="that entry I is in the log")
+    inc.add_argument("--dir", type=Path, required=True)
+    inc.add_argument("--index", type=int, required=True)
+    inc.add_argument("--size", type=int, help="a checkpoint's tree size (default: latest)")
+    inc.set_defaults(handler=inclusion_cmd)
+    con = proof_sub.add_parser("consistency", help="that the log of size M is a prefix of N")
+    con.add_argument("--dir", type=Path, required=True)
+    con.add_argument("--old", type=int, required=True)
+    con.add_argument("--new", type=int, help="default: the latest checkpoint")
+    con.set_defaults(handler=consistency_cmd)
+
+    ent = command("entries", "entries by range, in log order", entries_cmd)
+    ent.add_argument("--start", type=int, default=0)
+    ent.add_argument("--limit", type=int, default=100)
+    ent.add_argument("--csv", action="store_true")
+
+    query = command("query", "entries by case, counterparty, purpose, legal basis, time", query_cmd)
+    query.add_argument("--case-id", help="the case id; it is pseudonymised before the search")
+    query.add_argument("--counterparty", help="a node id, e.g. GT")
+    query.add_argument("--purpose")
+    query.add_argument("--legal-basis")
+    query.add_argument("--event")
+    query.add_argument("--since", type=_time)
+    query.add_argument("--until", type=_time)
+    query.add_argument("--start", type=int, default=0)
+    query.add_argument("--limit", type=int, default=100)
+    query.add_argument("--csv", action="store_true")
+
+    report = command("subject-report", "every disclosure about one case, with proofs", report_cmd)
+    report.add_argument("--case-id", required=True)
+    report.add_argument("--out", type=Path, help="write the JSON report here")
+
+    export = command("export", "entries.jsonl, checkpoint and vkey for auditors", export_cmd)
+    export.add_argument("--out", type=Path, required=True)
+
+    command("verify", "check the stored log with the independent verifier", verify_cmd)
+    command("witness", "sign a checkpoint and get it witnessed now", witness_cmd)
+    command("witnessed", "which peers witnessed which tree size", witnessed_cmd)
+    command("forks", "forks seen while witnessing peers' logs", forks_cmd)
+
+
+def checkpoint_cmd(args: argparse.Namespace) -> int:
+    from node.audit_queries import checkpoint_document
+    from node.checkpoints import issue_checkpoint
+
+    async def work(ctx: NodeContext) -> dict[str, Any]:
+        await upgrade_to_head(ctx.engine)
+        if args.new:
+            await issue_checkpoint(ctx)
+        return await checkpoint_document(ctx, args.size)
+
+    doc = with_node(args.dir, work)
+    if args.json:
+        _emit(doc)
+    else:
+        print(doc["checkpoint"], end="")
+    return 0
+
+
+def inclusion_cmd(args: argparse.Namespace) -> int:
+    from node.audit_queries import inclusion_proof
+
+    _emit(with_node(args.dir, lambda ctx: inclusion_proof(ctx, args.index, args.size)))
+    return 0
+
+
+def consistency_cmd(args: argparse.Namespace) -> int:
+    from node.audit_queries import consistency_proof
+
+    _emit(with_node(args.dir, lambda ctx: consistency_proof(ctx, args.old, args.new)))
+    return 0
+
+
+def _print_entries(rows: list[Any], as_csv: bool) -> None:
+    from node.audit_queries import entries_csv
+
+    if as_csv:
+        sys.stdout.write(entries_csv(rows))
+        return
+    for row in rows:
+        print(row.entry)
+
+
+def entries_cmd(args: argparse.Namespace) -> int:
+    from node.audit_queries import EntryQuery, query_entries
+
+    query = EntryQuery(start=args.start, limit=args.limit)
+    _print_entries(with_node(args.dir, lambda ctx: query_entries(ctx, query)), args.csv)
+    return 0
+
+
+def query_cmd(args: argparse.Namespace) -> int:
+    from node.audit_queries import EntryQuery, case_ref_for, query_entries
+
+    async def work(ctx: NodeContext) -> list[Any]:
+        query = EntryQuery(
+            case_ref=case_ref_for(ctx, args.case_id) if args.case_id else None,
+            counterparty=args.counterparty,
+            purpose=args.purpose,
+            legal_basis=args.legal_basis,
+            event=args.event,
+            since=args.since,
+            until=args.until,
+            start=args.start,
+            limit=args.limit,
+        )
+        return await query_entries(ctx, query)
+
+    _print_entries(with_node(args.dir, work), args.csv)
+    return 0
+
+
+def report_cmd(args: argparse.Namespace) -> int:
+    from node.audit_queries import subject_report
+
+    report = with_node(args.dir, lambda ctx: subject_report(ctx, args.case_id))
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", "utf-8")
+        print(
+            f"{len(report['entries'])} entries, {report['disclosures']} disclosures -> {args.out}"
+        )
+    else:
+        _emit(report)
+    return 0
+
+
+def export_cmd(args: argparse.Namespace) -> int:
+    from node.audit_export import export_log
+
+    summary = with_node(args.dir, lambda ctx: export_log(ctx, args.out))
+    print(
+        f"exported {summary.entries} entries (checkpoint of {summary.tree_size}) to {args.out}; "
+        f"verify with: python -m audit verify {args.out}"
+    )
+    return 0
 
 
 def verify_cmd(args: argparse.Namespace) -> int:
-    async def work(ctx: NodeContext) -> tuple[int, int | None]:
-        async with ctx.sessions() as session:
-            return await audit.log_size(session), await audit.first_damaged_entry(session)
+    from audit.verify import verify_export
+    from node import audit
+    from node.audit_export import export_log
 
-    size, broken = with_node(args.dir, work)
-    if broken is not None:
-        print(f"audit log of {size} entries: entry {broken} does not match the Merkle tree")
-        return 1
-    print(f"audit log of {size} entries: intact")
+    async def work(ctx: NodeContext) -> tuple[int | None, str, bool]:
+        async with ctx.sessions() as session:
+            damaged = await audit.first_damaged_entry(session)
+        with tempfile.TemporaryDirectory(prefix="puente-audit-") as tmp:
+            await export_log(ctx, Path(tmp))
+            report = verify_export(Path(tmp))
+            return damaged, report.verdict(), report.ok
+
+    damaged, verdict, ok = with_node(args.dir, work)
+    print(verdict)
+    if damaged is not None:
+        print(f"self-check: entry {damaged} does not match the stored Merkle tree")
+    return 0 if ok and damaged is None else 1
+
+
+def witness_cmd(args: argparse.Namespace) -> int:
+    from node.witness_client import witness_round
+
+    results = with_node(args.dir, witness_round)
+    for r in results:
+        extra = f" ({r.detail})" if r.detail else ""
+        print(f"{r.witness}: {r.origin} size {r.tree_size}: {r.outcome}{extra}")
     return 0
+
+
+def witnessed_cmd(args: argparse.Namespace) -> int:
+    from node.audit_queries import witnessed_sizes
+
+    rows = with_node(args.dir, witnessed_sizes)
+    for r in rows:
+        print(
+            f"size {r['tree_size']}: witnessed by {r['witness']} ({r['cosigner']}) at "
+            f"{r['cosigned_at']}"
+        )
+    print(f"{len(rows)} cosignature(s)")
+    return 0
+
+
+def forks_cmd(args: argparse.Namespace) -> int:
+    from node.audit_queries import forks
+
+    rows = with_node(args.dir, forks)
+    for f in rows:
+        by = f" (reported by {f.reported_by})" if f.reported_by else ""
+        print(f"FORK {f.detected_at.isoformat()} {f.node} {f.origin}: {f.reason}{by}")
+    print(f"{len(rows)} fork(s) detected")
+    return 1 if rows else 0
