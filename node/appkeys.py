@@ -6,9 +6,11 @@ from aiohttp import web
 
 from node.context import NodeContext
 from node.delivery import Deliverer
+from node.inbound_limits import InboundLimits
 
 CONTEXT = web.AppKey("context", NodeContext)
 DELIVERER = web.AppKey("deliverer", Deliverer)
+INBOUND_LIMITS = web.AppKey("inbound_limits", InboundLimits)
 
 # The member node authenticated by mutual TLS for this request (for auditing refusals).
 PEER = web.RequestKey("peer", str)

@@ -85,6 +85,28 @@ class ApiConfig:
 
 
 @dataclass(frozen=True)
+class FederationConfig:
+    """Where newer directories come from, and when to warn of expiry (docs/directory.md).
+
+    ``sources`` are ``https://`` or ``file://`` URLs of a signed directory;
+    with ``fetch_from_peers`` the node also asks each member over mutual TLS.
+    """
+
+    sources: tuple[str, ...] = ()
+    fetch_from_peers: bool = True
+    refresh_interval: float = 300.0
+    warn_days: float = 7.0
+    critical_days: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.refresh_interval <= 0 or not 0 < self.critical_days <= self.warn_days:
+            raise ValueError("refresh_interval must be positive and critical_days <= warn_days")
+        for source in self.sources:
+            if not source.startswith(("https://", "file://")):
+                raise ValueError(f"federation source {source!r} is not https:// or file://")
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     data_dir: Path
     node_id: str
@@ -99,6 +121,7 @@ class NodeConfig:
     authorities: tuple[AuthorityConfig, ...]
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
 
     @property
     def keys_dir(self) -> Path:
@@ -150,6 +173,13 @@ class NodeConfig:
                 "inbound_max_concurrent_per_peer": self.delivery.inbound_max_concurrent_per_peer,
                 "inbound_body_timeout": self.delivery.inbound_body_timeout,
             },
+            "federation": {
+                "sources": list(self.federation.sources),
+                "fetch_from_peers": self.federation.fetch_from_peers,
+                "refresh_interval": self.federation.refresh_interval,
+                "warn_days": self.federation.warn_days,
+                "critical_days": self.federation.critical_days,
+            },
             "authorities": [a.as_directory_entry() for a in self.authorities],
         }
 
@@ -179,6 +209,10 @@ def load_config(data_dir: Path) -> NodeConfig:
         )
         delivery = DeliveryConfig(**raw.get("delivery", {}))
         api = ApiConfig(**raw.get("api", {}))
+        federation_raw = dict(raw.get("federation", {}))
+        federation = FederationConfig(
+            **{**federation_raw, "sources": tuple(federation_raw.get("sources", ()))}
+        )
         config = NodeConfig(
             data_dir=data_dir,
             node_id=str(node["id"]),
@@ -193,6 +227,7 @@ def load_config(data_dir: Path) -> NodeConfig:
             authorities=authorities,
             delivery=delivery,
             api=api,
+            federation=federation,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError("bad_config", f"{path}: missing or invalid {exc}") from exc

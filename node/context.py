@@ -19,8 +19,9 @@ from node.config import NodeConfig, load_config
 from node.directory import Directory, TrustRoot, verify_directory
 from node.errors import ConfigError, DirectoryError
 from node.keys import ENCRYPTION_CURVE, SIGNING_CURVE, TlsIdentity, load_jwk, load_tls_identity
-from node.storage import audit_models  # noqa: F401  (registers its tables on Base.metadata)
+from node.storage import audit_models, delivery_models  # noqa: F401  (register their tables)
 from node.storage.engine import create_engine, session_factory
+from node.testhooks import CrashPoints
 from node.timeutil import Clock, utcnow
 
 
@@ -43,6 +44,8 @@ class NodeContext:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     clock: Clock = field(default=utcnow)
+    # Test-only crash points (node.testhooks); empty, and so inert, in production.
+    crash_points: CrashPoints = field(default_factory=CrashPoints)
     # The audit log's origin and keys (node.audit_keys); None for a data dir made before them.
     audit: AuditIdentity | None = None
 

@@ -45,8 +45,13 @@ def build_local_federation(
     federation: str,
     now: dt.datetime,
     database_urls: Mapping[str, str] | None = None,
+    public_urls: Mapping[str, str] | None = None,
 ) -> dict[str, Path]:
-    """Create every node under ``base/<id>`` and install a signed directory. Returns the dirs."""
+    """Create every node under ``base/<id>`` and install a signed directory. Returns the dirs.
+
+    ``public_urls`` overrides the endpoint the directory names for a node (a
+    proxy in front of it, say); by default it is the node's own port.
+    """
     node_dirs: dict[str, Path] = {}
     entries = []
     for spec in specs:
@@ -58,6 +63,7 @@ def build_local_federation(
             port=free_port(),
             authorities=list(spec.authorities),
             database_url=(database_urls or {}).get(spec.node_id),
+            public_url=(public_urls or {}).get(spec.node_id),
             api_port=free_port(),
         )
         entries.append(read_json(config.node_entry_path))

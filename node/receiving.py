@@ -52,18 +52,23 @@ async def receive(ctx: NodeContext, envelope: bytes, *, peer_node: str) -> Accep
             peer_node=peer_node,
         )
     except EnvelopeError as refusal:
+        # The exact bytes we already accepted from this peer (a retry after a
+        # lost answer) get the same receipt, even once the message has expired
+        # or keys have rotated since.
+        same_bytes = await _find_same_bytes(ctx, peer_node, digest)
+        if same_bytes is not None:
+            return await _answer_duplicate(ctx, same_bytes, now)
         await record_refusal(ctx, refusal, peer_node=peer_node, envelope_sha256=digest)
         raise
-    for _attempt in range(2):
+    try:
+        return await _store(ctx, envelope, opened, now)
+    except IntegrityError:
+        # This sender used this message id before (a retry, or a concurrent
+        # retry that stored it first): the unique constraint decided.
         existing = await _find(ctx, peer_node, opened.message.message_id)
-        if existing is not None:
-            return await _answer_repeat(ctx, existing, opened, now)
-        try:
-            return await _store(ctx, envelope, opened, now)
-        except IntegrityError:
-            # A concurrent retry stored it first; answer as for a repeat.
-            continue
-    raise EnvelopeError("conflict", "could not store the envelope")  # pragma: no cover
+        if existing is None:  # pragma: no cover - the constraint just said it exists
+            raise EnvelopeError("conflict", "could not store the envelope") from None
+        return await _answer_repeat(ctx, existing, opened, now)
 
 
 async def _find(ctx: NodeContext, sender: str, message_id: str) -> ReceivedMessage | None:
@@ -74,6 +79,33 @@ async def _find(ctx: NodeContext, sender: str, message_id: str) -> ReceivedMessa
             )
         )
         return result.scalar_one_or_none()
+
+
+async def _find_same_bytes(ctx: NodeContext, sender: str, digest: str) -> ReceivedMessage | None:
+    async with ctx.sessions() as session:
+        result = await session.execute(
+            select(ReceivedMessage)
+            .where(ReceivedMessage.sender_node == sender, ReceivedMessage.envelope_sha256 == digest)
+            .limit(1)
+        )
+        return result.scalar_one_or_none()
+
+
+async def _answer_duplicate(
+    ctx: NodeContext, existing: ReceivedMessage, now: dt.datetime
+) -> Accepted:
+    async with ctx.sessions.begin() as session:
+        await audit.append(
+            session,
+            node=ctx.node_id,
+            event="envelope.duplicate",
+            at=now,
+            message_id=existing.message_id,
+            counterparty=existing.sender_node,
+            envelope_sha256=existing.envelope_sha256,
+        )
+    log.info("envelope_duplicate", message_id=existing.message_id, sender=existing.sender_node)
+    return Accepted(receipt=existing.receipt, duplicate=True)
 
 
 async def _answer_repeat(
@@ -90,18 +122,7 @@ async def _answer_repeat(
             message_id=message.message_id,
         )
         raise refusal
-    async with ctx.sessions.begin() as session:
-        await audit.append(
-            session,
-            node=ctx.node_id,
-            event="envelope.duplicate",
-            at=now,
-            message_id=message.message_id,
-            counterparty=message.sender.node,
-            envelope_sha256=opened.envelope_sha256,
-        )
-    log.info("envelope_duplicate", message_id=message.message_id, sender=message.sender.node)
-    return Accepted(receipt=existing.receipt, duplicate=True)
+    return await _answer_duplicate(ctx, existing, now)
 
 
 async def _store(
@@ -149,6 +170,8 @@ async def _store(
             signing_kid=opened.signing_kid,
             directory_version=ctx.directory.version,
         )
+        ctx.crash_points.reached("recipient.store_uncommitted")
+    ctx.crash_points.reached("recipient.stored")
     log.info(
         "envelope_received",
         message_id=message.message_id,

@@ -15,12 +15,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from node import receiving, witness, witness_client
-from node.appkeys import CONTEXT, DELIVERER, PEER
+from node.appkeys import CONTEXT, DELIVERER, INBOUND_LIMITS, PEER
 from node.context import NodeContext
 from node.delivery import MESSAGES_PATH, Deliverer
 from node.directory import MemberNode
 from node.envelope import MAX_ENVELOPE_BYTES
 from node.errors import EnvelopeError, PeerError, PuenteError
+from node.inbound_limits import BodyTimeout, InboundLimits, Throttled
 from node.logs import get_logger
 from node.problems import problem_response
 from node.storage.migrate import upgrade_to_head
@@ -53,8 +54,14 @@ async def post_message(request: web.Request) -> web.Response:
     request[PEER] = peer.id
     if request.content_type != JOSE_CONTENT_TYPE:
         raise UnsupportedMediaType(detail=f"send {JOSE_CONTENT_TYPE}")
-    envelope = await request.read()
-    accepted = await receiving.receive(request.app[CONTEXT], envelope, peer_node=peer.id)
+    limits = request.app[INBOUND_LIMITS]
+    async with limits.admitted(peer.id):
+        try:
+            async with asyncio.timeout(limits.body_timeout):
+                envelope = await request.read()
+        except TimeoutError as exc:
+            raise BodyTimeout(detail="the request body did not arrive in time") from exc
+        accepted = await receiving.receive(request.app[CONTEXT], envelope, peer_node=peer.id)
     return web.json_response({"receipt": accepted.receipt, "duplicate": accepted.duplicate})
 
 
@@ -78,6 +85,13 @@ async def problems_middleware(request: web.Request, handler: Handler) -> web.Str
     ctx = request.app[CONTEXT]
     try:
         return await handler(request)
+    except Throttled as throttled:
+        # Not audited: nothing was read, and writing an entry per refused
+        # request would hand a flooding peer our database. Logged instead.
+        log.warning("peer_throttled", peer=request.get(PEER), reason=throttled.reason)
+        response = problem_response(429, throttled.reason, throttled.detail)
+        response.headers["Retry-After"] = throttled.retry_after_header
+        return response
     except PuenteError as refusal:
         status, reason, detail = refusal.http_status, refusal.reason, refusal.detail
         already_audited = isinstance(refusal, EnvelopeError)
@@ -105,6 +119,7 @@ def create_app(ctx: NodeContext, *, deliver: bool = True) -> web.Application:
     )
     app[CONTEXT] = ctx
     app[DELIVERER] = Deliverer(ctx)
+    app[INBOUND_LIMITS] = InboundLimits(ctx.config.delivery)
     app.router.add_post(MESSAGES_PATH, post_message)
     app.router.add_get("/healthz", healthz)
     app.router.add_post(witness.ADD_CHECKPOINT_PATH, witness.post_add_checkpoint)

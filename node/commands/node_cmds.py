@@ -6,12 +6,12 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import os
 import signal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-
+from node import delivery_status, testhooks
 from node.commands._util import with_node
 from node.config import AUTHORITY_KINDS, AuthorityConfig
 from node.context import NodeContext, open_node
@@ -19,7 +19,7 @@ from node.errors import ConfigError
 from node.logs import configure_logging, get_logger
 from node.nodeinit import init_node
 from node.storage.migrate import upgrade_to_head
-from node.storage.models import Disclosure
+from node.timeutil import rfc3339
 
 
 def _authority(text: str) -> AuthorityConfig:
@@ -69,8 +69,11 @@ def register(sub: Any) -> None:
     send_p.add_argument("--ttl-hours", type=float)
     send_p.set_defaults(handler=send)
 
-    status_p = sub.add_parser("status", help="disclosures and their delivery state")
+    status_p = sub.add_parser("status", help="peer health and disclosures' delivery state")
     status_p.add_argument("--dir", type=Path, required=True)
+    status_p.add_argument("--state", choices=delivery_status.STATES, help="only this state")
+    status_p.add_argument("--peer", help="only disclosures to this node, e.g. GT")
+    status_p.add_argument("--limit", type=int, default=50, help="newest N disclosures (50)")
     status_p.add_argument("--json", action="store_true")
     status_p.set_defaults(handler=status)
 
@@ -106,7 +109,10 @@ async def _serve(data_dir: Path) -> None:
     from node.server import create_app, start_site
 
     log = get_logger("puente.serve")
-    ctx = open_node(data_dir)
+    # Test-only clock and crash points; refused unless PUENTE_TEST_MODE=1 (node.testhooks).
+    clock, crash_points = testhooks.from_environment(os.environ)
+    ctx = open_node(data_dir, clock=clock)
+    ctx.crash_points = crash_points
     app = create_app(ctx)
     runner = await start_site(app, ctx)
     api_runner = None
@@ -162,34 +168,39 @@ def send(args: argparse.Namespace) -> int:
 
 
 def status(args: argparse.Namespace) -> int:
-    async def work(ctx: NodeContext) -> list[Disclosure]:
-        async with ctx.sessions() as session:
-            query = select(Disclosure).order_by(Disclosure.created_at)
-            return list((await session.execute(query)).scalars())
+    async def work(
+        ctx: NodeContext,
+    ) -> tuple[
+        list[delivery_status.PeerHealth], dict[str, int], list[delivery_status.DisclosureView]
+    ]:
+        await upgrade_to_head(ctx.engine)
+        peers = await delivery_status.peers(ctx)
+        counts = await delivery_status.counts(ctx)
+        rows = await delivery_status.disclosures(
+            ctx, state=args.state, peer=args.peer, limit=args.limit
+        )
+        return peers, counts, rows
 
-    rows = with_node(args.dir, work)
+    peers, counts, rows = with_node(args.dir, work)
     if args.json:
-        print(json.dumps([disclosure_json(r) for r in rows], indent=2))
+        document = {
+            "peers": [p.as_json() for p in peers],
+            "counts": counts,
+            "disclosures": [r.as_json() for r in rows],
+        }
+        print(json.dumps(document, indent=2))
         return 0
+    print("peers:")
+    for peer in peers:
+        reachable = {True: "reachable", False: "UNREACHABLE", None: "not tried"}[peer.reachable]
+        retry = f" next retry {rfc3339(peer.next_attempt_at)}" if peer.next_attempt_at else ""
+        error = f" last error: {peer.last_error}" if peer.reachable is False else ""
+        print(f"  {peer.peer}  {reachable:<11} backlog {peer.backlog}{retry}{error}")
+    print("disclosures: " + ", ".join(f"{n} {state}" for state, n in counts.items()))
     for row in rows:
         extra = row.refusal_reason or row.last_error or ""
         print(
-            f"{row.message_id}  {row.doc_type:<14} -> {row.recipient_node}/"
+            f"  {row.message_id}  {row.doc_type:<14} -> {row.recipient_node}/"
             f"{row.recipient_authority:<28} {row.state:<10} attempts={row.attempts} {extra}"
         )
-    print(f"{len(rows)} disclosure(s)")
     return 0
-
-
-def disclosure_json(row: Disclosure) -> dict[str, object]:
-    return {
-        "message_id": row.message_id,
-        "doc_type": row.doc_type,
-        "recipient": f"{row.recipient_node}/{row.recipient_authority}",
-        "state": row.state,
-        "attempts": row.attempts,
-        "refusal_reason": row.refusal_reason,
-        "last_error": row.last_error,
-        "next_attempt_at": row.next_attempt_at.isoformat(),
-        "delivered_at": row.delivered_at.isoformat() if row.delivered_at else None,
-    }

@@ -9,7 +9,7 @@ decide when messages move.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +26,7 @@ from node.localfed import NodeSpec, build_local_federation
 from node.server import create_app, start_site
 from node.timeutil import Clock, utcnow
 from node.tls import client_context
+from tests.support.processes import tune_delivery
 
 DatabaseFactory = Callable[[str], Awaitable[str]]
 
@@ -85,11 +86,22 @@ async def live_federation(
     *,
     deliver: bool = False,
     clock: Clock = utcnow,
+    public_urls: Mapping[str, str] | None = None,
+    delivery: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[dict[str, LiveNode]]:
+    """``public_urls`` puts a proxy in front of a node; ``delivery`` overrides [delivery]."""
     urls = {spec.node_id: await database_factory(spec.node_id.lower()) for spec in specs}
     dirs = build_local_federation(
-        base, specs, federation="test-federation", now=clock(), database_urls=urls
+        base,
+        specs,
+        federation="test-federation",
+        now=clock(),
+        database_urls=urls,
+        public_urls=public_urls,
     )
+    if delivery:
+        for data_dir in dirs.values():
+            tune_delivery(data_dir, **delivery)
     nodes: dict[str, LiveNode] = {}
     try:
         for node_id, data_dir in dirs.items():

@@ -1,0 +1,315 @@
+"""One peer's outbox queue: ordered, paced, bounded, backed off (after Synapse).
+
+A round takes the peer's oldest pending disclosures from the database (at
+most ``batch_size``), marks them ``sending``, sends them in queue order with
+at most ``max_in_flight`` requests open to the peer, and stores every outcome
+in one transaction (node.delivery_store). The window slides by position: a
+disclosure is sent only once the one ``max_in_flight`` places before it has
+its answer, so with ``max_in_flight = 1`` the peer stores them in exactly
+queue order, and otherwise no disclosure is stored more than
+``max_in_flight - 1`` places from its queue position.
+
+A failure that may pass (network, timeout, 5xx, 429, a receipt that does not
+verify) stops the round: nothing later is sent, the failed disclosure is
+retried after a jittered exponential delay (or the peer's ``Retry-After``),
+and the disclosures behind it wait, so order holds across outages. Receipts
+arrive before they are stored; a crash in between loses nothing, because the
+recipient answers the resent bytes with the same receipt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from node.backoff import parse_retry_after
+from node.context import NodeContext
+from node.delivery_store import (
+    Outcome,
+    PeerVerdict,
+    Result,
+    mark_sending,
+    oldest_pending,
+    record_outcomes,
+)
+from node.directory import MemberNode
+from node.errors import ReceiptError
+from node.logs import get_logger
+from node.ratelimit import TokenBucket
+from node.receipts import verify_receipt
+from node.storage.models import Disclosure
+from node.tls import client_context
+
+log = get_logger(__name__)
+
+MESSAGES_PATH = "/federation/v1/messages"
+MAX_RESPONSE_BYTES = 65_536
+# Statuses that mean "not now" rather than "never".
+_RETRYABLE_STATUSES = frozenset({408, 425, 429})
+# Refusal reasons that can pass once the peer's copy of the directory or its
+# clock catches up with ours (key rotation, a new certificate, clock skew).
+RETRYABLE_REASONS = frozenset({"unknown_peer", "unknown_sender_key", "not_yet_valid"})
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    outcome: Outcome
+    verdict: PeerVerdict
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    delivered: int
+    more: bool  # the round ended without a failure: there may be more to send now
+    wait: float | None  # seconds until the peer's queue is due again; None if it is empty
+
+
+class PeerQueue:
+    """Sends one peer's disclosures. Owns its HTTP session and its send pace."""
+
+    def __init__(
+        self, ctx: NodeContext, peer_id: str, *, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ctx = ctx
+        self.peer_id = peer_id
+        self._monotonic = monotonic
+        config = ctx.config.delivery
+        self._pace = TokenBucket.full(
+            config.send_rate_per_peer, config.send_burst_per_peer, monotonic()
+        )
+        self._session: aiohttp.ClientSession | None = None
+        self._poked = asyncio.Event()
+
+    def poke(self) -> None:
+        """Look for work now rather than at the next poll."""
+        self._poked.set()
+
+    async def close(self) -> None:
+        """Close the HTTP session (the next round opens a new one)."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def run_forever(self) -> None:
+        poll = self.ctx.config.delivery.poll_interval
+        while True:
+            wait: float | None = poll
+            try:
+                result = await self.drain()
+                wait = result.wait
+            except Exception:  # keep this peer's queue alive whatever one round hit
+                log.exception("peer_round_failed", peer=self.peer_id)
+            # Poll even while backing off: another process may queue, or an
+            # operator may cancel the backoff (delivery_store.retry_now).
+            timeout = poll if wait is None else min(poll, max(wait, 0.0))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poked.wait(), timeout=timeout)
+            self._poked.clear()
+
+    async def drain(self) -> RoundResult:
+        """Run rounds until the queue is empty, backing off, or a round failed."""
+        delivered = 0
+        while True:
+            result = await self.round()
+            delivered += result.delivered
+            if not result.more:
+                return RoundResult(delivered, False, result.wait)
+
+    async def round(self) -> RoundResult:
+        """Send the oldest due batch once; store every outcome."""
+        ctx = self.ctx
+        config = ctx.config.delivery
+        rows = await oldest_pending(ctx, self.peer_id, config.batch_size)
+        if not rows:
+            return RoundResult(0, False, None)
+        now = ctx.now()
+        if rows[0].next_attempt_at > now:
+            # The oldest is backing off; the rest wait behind it to keep the order.
+            return RoundResult(0, False, (rows[0].next_attempt_at - now).total_seconds())
+        peer = ctx.directory.node(self.peer_id)
+        if peer is None:
+            return RoundResult(0, False, None)  # the sweep refuses them (no longer a member)
+        outcomes: list[Outcome] = []
+        candidates: list[Disclosure] = []
+        for row in rows:
+            if row.expires_at <= now and row.state == "queued" and row.attempts == 0:
+                # Never left this node and too late now: expire without sending.
+                outcomes.append(Outcome(row.message_id, Result.EXPIRED, attempted=False))
+            else:
+                candidates.append(row)
+        sendable = await mark_sending(ctx, [r.message_id for r in candidates])
+        attempts, verdict = await self._send_in_order(
+            peer, [r for r in candidates if r.message_id in sendable]
+        )
+        outcomes.extend(attempts)
+        await record_outcomes(ctx, self.peer_id, outcomes, verdict)
+        delivered = sum(1 for o in outcomes if o.result is Result.DELIVERED)
+        if delivered:
+            log.info("disclosures_delivered", peer=self.peer_id, count=delivered)
+        failed = verdict in (PeerVerdict.FAILING, PeerVerdict.THROTTLED)
+        return RoundResult(delivered, not failed, 0.0)
+
+    async def _send_in_order(
+        self, peer: MemberNode, rows: Sequence[Disclosure]
+    ) -> tuple[list[Outcome], PeerVerdict]:
+        window_size = self.ctx.config.delivery.max_in_flight
+        window: deque[asyncio.Task[_Attempt]] = deque()
+        finished: list[_Attempt] = []
+        started = 0
+        try:
+            for row in rows:
+                while len(window) >= window_size:
+                    finished.append(await window.popleft())
+                if _must_stop(finished) or any(_stopped(t) for t in window):
+                    break
+                window.append(asyncio.create_task(self._attempt(peer, row)))
+                started += 1
+            while window:
+                finished.append(await window.popleft())
+        finally:
+            for task in window:
+                task.cancel()
+        outcomes = [a.outcome for a in finished]
+        outcomes.extend(
+            Outcome(row.message_id, Result.UNTRIED, attempted=False) for row in rows[started:]
+        )
+        return outcomes, _verdict(finished)
+
+    async def _attempt(self, peer: MemberNode, row: Disclosure) -> _Attempt:
+        ctx = self.ctx
+        # Past its expiry but maybe already received: this is its last attempt,
+        # and anything but a receipt makes it expired.
+        last_chance = row.expires_at <= ctx.now()
+        delay = self._pace.reserve(self._monotonic())
+        if delay > 0:
+            await asyncio.sleep(delay)
+        ctx.crash_points.reached("sender.before_post")
+        try:
+            status, retry_after_header, raw = await self._post(peer, row)
+        except (aiohttp.ClientError, TimeoutError, OSError, _ResponseTooLarge) as exc:
+            return self._retry(row, f"network: {type(exc).__name__}", last_chance)
+        body = _json_object(raw)
+        if status == 200:
+            token = body.get("receipt") if body else None
+            if not isinstance(token, str):
+                return self._retry(row, "receipt: missing", last_chance)
+            try:
+                verify_receipt(
+                    token,
+                    directory=ctx.directory,
+                    expected_message_id=row.message_id,
+                    expected_recipient=row.recipient_node,
+                    expected_envelope_sha256=row.envelope_sha256,
+                )
+            except ReceiptError as exc:
+                return self._retry(row, f"receipt: {exc.reason}", last_chance)
+            ctx.crash_points.reached("sender.receipt_verified")
+            return _Attempt(
+                Outcome(row.message_id, Result.DELIVERED, receipt=token), PeerVerdict.WORKING
+            )
+        reason = body.get("reason") if body else None
+        reason = reason if isinstance(reason, str) else f"http_{status}"
+        retry_after = parse_retry_after(retry_after_header, now=ctx.now())
+        if status == 429:
+            return self._retry(
+                row, f"http_429: {reason}", last_chance, PeerVerdict.THROTTLED, retry_after
+            )
+        if 400 <= status < 500 and status not in _RETRYABLE_STATUSES:
+            if reason == "expired":
+                return _Attempt(
+                    Outcome(row.message_id, Result.EXPIRED, reason=reason), PeerVerdict.WORKING
+                )
+            if reason in RETRYABLE_REASONS:
+                return self._retry(row, reason, last_chance, PeerVerdict.WORKING)
+            return _Attempt(
+                Outcome(row.message_id, Result.REFUSED, reason=reason), PeerVerdict.WORKING
+            )
+        return self._retry(
+            row, f"http_{status}: {reason}", last_chance, PeerVerdict.FAILING, retry_after
+        )
+
+    def _retry(
+        self,
+        row: Disclosure,
+        error: str,
+        last_chance: bool,
+        verdict: PeerVerdict = PeerVerdict.FAILING,
+        retry_after: float | None = None,
+    ) -> _Attempt:
+        if last_chance:
+            return _Attempt(Outcome(row.message_id, Result.EXPIRED, reason=error), verdict)
+        log.info("delivery_retry", message_id=row.message_id, peer=self.peer_id, error=error)
+        return _Attempt(
+            Outcome(row.message_id, Result.RETRY, reason=error, retry_after=retry_after), verdict
+        )
+
+    async def _post(self, peer: MemberNode, row: Disclosure) -> tuple[int, str | None, bytes]:
+        async with self._client(peer).post(
+            peer.endpoint + MESSAGES_PATH,
+            data=row.envelope.encode("ascii"),
+            headers={"Content-Type": "application/jose"},
+        ) as response:
+            raw = bytearray()
+            async for chunk in response.content.iter_chunked(16_384):
+                raw.extend(chunk)
+                if len(raw) > MAX_RESPONSE_BYTES:
+                    raise _ResponseTooLarge
+            return response.status, response.headers.get("Retry-After"), bytes(raw)
+
+    def _client(self, peer: MemberNode) -> aiohttp.ClientSession:
+        if self._session is None:
+            config = self.ctx.config.delivery
+            connector = aiohttp.TCPConnector(
+                ssl=client_context(self.ctx.keys.tls, peer),
+                limit=config.max_in_flight,
+                limit_per_host=config.max_in_flight,
+            )
+            # Every phase is bounded, so a peer that accepts and never answers
+            # holds one of its own connections for at most request_timeout.
+            timeout = aiohttp.ClientTimeout(
+                total=config.request_timeout,
+                connect=config.connect_timeout,
+                sock_read=config.read_timeout,
+            )
+            self._session = aiohttp.ClientSession(connector=connector, timeout=timeout)
+        return self._session
+
+
+class _ResponseTooLarge(Exception):
+    """The peer's answer is larger than any receipt or problem could be."""
+
+
+def _stopped(task: asyncio.Task[_Attempt]) -> bool:
+    return task.done() and not task.cancelled() and _stops(task.result())
+
+
+def _stops(attempt: _Attempt) -> bool:
+    return attempt.outcome.result is Result.RETRY
+
+
+def _must_stop(finished: Sequence[_Attempt]) -> bool:
+    return any(_stops(a) for a in finished)
+
+
+def _verdict(finished: Sequence[_Attempt]) -> PeerVerdict:
+    verdicts = {a.verdict for a in finished}
+    for verdict in (PeerVerdict.FAILING, PeerVerdict.THROTTLED, PeerVerdict.WORKING):
+        if verdict in verdicts:
+            return verdict
+    return PeerVerdict.SILENT
+
+
+def _json_object(raw: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
