@@ -22,10 +22,17 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from node.commands._util import with_node
+from node.commands import _util
 from node.context import NodeContext
+from node.logs import configure_logging
 from node.storage.migrate import upgrade_to_head
 from node.timeutil import parse_rfc3339
+
+
+def with_node(data_dir: Path, work: Any) -> Any:
+    """Open the node and run ``work``; log lines go to stderr so stdout stays parseable."""
+    configure_logging("warning")
+    return _util.with_node(data_dir, work)
 
 
 def _emit(value: Any) -> None:
