@@ -1,7 +1,7 @@
 """C2SP signed notes, checkpoints and cosignatures, checked by Go's golang.org/x/mod/sumdb.
 
 Go's sumdb/note is the reference implementation of C2SP signed notes and
-sumdb/tlog of RFC 6962 trees; tests/support/goc2sp wraps them. Everything the
+sumdb/tlog of RFC 6962 trees; tests/support/goc2sp_go wraps them. Everything the
 node signs or proves must pass there, not only in our own verifier.
 """
 

@@ -1,4 +1,4 @@
-"""Build and run tests/support/goc2sp (Go's golang.org/x/mod sumdb/note and sumdb/tlog).
+"""Build and run tests/support/goc2sp_go (Go's golang.org/x/mod sumdb/note and sumdb/tlog).
 
 ``make test`` installs the toolchain (scripts/ensure-go-c2sp); the program is
 compiled offline against Debian's /usr/share/gocode.
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-SOURCE = Path(__file__).resolve().parent / "goc2sp"
+SOURCE = Path(__file__).resolve().parent / "goc2sp_go"
 GOPATH = Path("/usr/share/gocode")
 
 
