@@ -16,6 +16,7 @@ from node.commands import (
     demo_cmd,
     evidence_cmds,
     federation_cmds,
+    keys_cmds,
     node_cmds,
     users_cmds,
 )
@@ -25,6 +26,7 @@ EXIT_REFUSED = 2
 COMMAND_GROUPS = (
     node_cmds,
     federation_cmds,
+    keys_cmds,
     evidence_cmds,
     audit_cmds,
     users_cmds,

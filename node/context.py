@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,13 +17,19 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from node.audit_keys import AUDIT_FILE, AuditIdentity, load_audit_identity
 from node.config import NodeConfig, load_config
-from node.directory import Directory, TrustRoot, verify_directory
+from node.directory import Directory, TrustRoot
 from node.errors import ConfigError, DirectoryError
+from node.keyprotect import Unlocker, is_wrapped, passphrase_source
 from node.keys import ENCRYPTION_CURVE, SIGNING_CURVE, TlsIdentity, load_jwk, load_tls_identity
 from node.storage import audit_models, delivery_models  # noqa: F401  (register their tables)
 from node.storage.engine import create_engine, session_factory
 from node.testhooks import CrashPoints
 from node.timeutil import Clock, utcnow
+from node.trust import verify_held
+
+# The standard library's logger: a CLI command that did not configure logging still
+# shows these on stderr (never in its stdout output); `puente serve` renders them as JSON.
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -33,6 +40,9 @@ class NodeKeys:
     encryption: dict[str, OKPKey]
     active_encryption_kid: str
     tls: TlsIdentity
+    # Asks for the passphrase when an encrypted key is met, now or at a later rotation.
+    unlocker: Unlocker = field(default_factory=Unlocker)
+    protected: bool = False  # every private key file of this node is encrypted at rest
 
 
 @dataclass
@@ -60,24 +70,31 @@ class NodeContext:
         await self.engine.dispose()
 
 
-def load_keys(config: NodeConfig) -> NodeKeys:
+def load_keys(config: NodeConfig, unlocker: Unlocker | None = None) -> NodeKeys:
+    unlocker = unlocker or Unlocker()
     keys_dir = config.keys_dir
-    signing = load_jwk(keys_dir / "signing" / f"{config.signing_kid}.jwk", curve=SIGNING_CURVE)
+    signing_path = keys_dir / "signing" / f"{config.signing_kid}.jwk"
+    signing = load_jwk(signing_path, curve=SIGNING_CURVE, unlocker=unlocker)
+    encryption_paths = sorted((keys_dir / "encryption").glob("*.jwk"))
     encryption = {
         str(key.kid): key
         for key in (
-            load_jwk(path, curve=ENCRYPTION_CURVE)
-            for path in sorted((keys_dir / "encryption").glob("*.jwk"))
+            load_jwk(path, curve=ENCRYPTION_CURVE, unlocker=unlocker) for path in encryption_paths
         )
     }
     if config.encryption_kid not in encryption:
         raise ConfigError("key_missing", f"active encryption key {config.encryption_kid} missing")
-    tls = load_tls_identity(keys_dir / "tls" / f"{config.tls_pin}.crt")
+    tls = load_tls_identity(keys_dir / "tls" / f"{config.tls_pin}.crt", unlocker=unlocker)
+    protected = tls.protected and all(
+        is_wrapped(path.read_bytes()) for path in [signing_path, *encryption_paths]
+    )
     return NodeKeys(
         signing=signing,
         encryption=encryption,
         active_encryption_kid=config.encryption_kid,
         tls=tls,
+        unlocker=unlocker,
+        protected=protected,
     )
 
 
@@ -91,21 +108,48 @@ def load_trust_root(path: Path) -> TrustRoot:
 
 
 def load_directory(path: Path, trust: TrustRoot, now: dt.datetime) -> Directory:
+    """The directory the node holds, checked again (node.trust.verify_held).
+
+    An expired one is still loaded, loudly: the node then refuses traffic but
+    keeps running, so that it can fetch a newer directory and recover.
+    """
     try:
         signed = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise ConfigError("no_directory", f"no federation directory at {path}") from exc
     except ValueError as exc:
         raise DirectoryError("directory_malformed", f"{path}: not JSON") from exc
-    return verify_directory(signed, trust, now=now)
+    directory = verify_held(signed, trust, now=now)
+    if directory.is_expired(now):
+        log.error(
+            "directory_expired: version %s expired at %s; traffic is refused until a newer "
+            "directory is installed or fetched",
+            directory.version,
+            directory.expires_at.isoformat(),
+        )
+    return directory
 
 
 def open_node(
-    data_dir: Path, *, clock: Clock = utcnow, database_url: str | None = None
+    data_dir: Path,
+    *,
+    clock: Clock = utcnow,
+    database_url: str | None = None,
+    unlocker: Unlocker | None = None,
 ) -> NodeContext:
-    """Load config, keys, trust root and directory, and connect the database."""
+    """Load config, keys, trust root and directory, and connect the database.
+
+    Encrypted private keys are opened with ``unlocker``; by default the
+    passphrase comes from ``PUENTE_KEY_PASSPHRASE`` (the CLI adds a file and a prompt).
+    """
     config = load_config(data_dir)
-    keys = load_keys(config)
+    keys = load_keys(config, unlocker or Unlocker(passphrase_source(None, interactive=False)))
+    if not keys.protected:
+        log.warning(
+            "private_keys_unprotected: node %s keeps its private keys unencrypted; "
+            "run `puente keys protect`",
+            config.node_id,
+        )
     trust = load_trust_root(config.trust_root_path)
     directory = load_directory(config.directory_path, trust, clock())
     if directory.node(config.node_id) is None:

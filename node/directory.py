@@ -8,6 +8,8 @@ section 7.2.1) whose payload is the RFC 8785 canonical JSON of the directory
 document and which carries one signature per federation operator. A directory
 is accepted only with at least ``threshold`` valid signatures by distinct keys
 of the trust root, so threshold signing and operator rotation fit this shape.
+The rules for accepting a directory (threshold of the old and the new operator
+set, version, expiry) live in one place, node.trust; this module is the model.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from node import schemas
 from node.canonical import b64url, b64url_decode, canonical_json, sha256_hex
 from node.errors import DirectoryError, KeyStoreError, SchemaError
 from node.keys import ENCRYPTION_CURVE, SIGNING_CURVE, certificate_pin, import_public_jwk
+from node.keyvalidity import ALWAYS_VALID, KeyValidity, newest_in_force
 from node.timeutil import parse_rfc3339
 
 DIRECTORY_JWS_TYPE = "puente-directory+jws"
@@ -56,13 +59,36 @@ class MemberNode:
     signing_keys: Mapping[str, OKPKey]  # kid -> public Ed25519 key
     encryption_keys: Mapping[str, OKPKey]  # kid -> public X25519 key
     authorities: Mapping[str, Authority]
+    # kid or certificate pin -> published validity (node.keyvalidity); absent: always valid
+    validity: Mapping[str, KeyValidity] = field(default_factory=dict)
     # The node's audit log: origin, verifier_key, witness_key (docs/audit-log.md); optional.
     audit_log: Mapping[str, str] | None = None
 
     @property
     def current_encryption_key(self) -> OKPKey:
-        """The key senders seal to: the last one listed (the newest)."""
+        """The last encryption key listed; senders use :meth:`encryption_key_at`."""
         return list(self.encryption_keys.values())[-1]
+
+    def key_validity(self, kid_or_pin: str) -> KeyValidity:
+        """The published validity of one of this node's keys or certificates."""
+        return self.validity.get(kid_or_pin, ALWAYS_VALID)
+
+    def encryption_key_at(self, now: dt.datetime) -> OKPKey:
+        """The key to seal to at ``now``: the newest one in force (node.keyvalidity).
+
+        During a rotation the new key is published with a later ``nbf``; senders
+        switch to it at that moment, while the node still holds the old one.
+        """
+        kid = newest_in_force([(k, self.key_validity(k)) for k in self.encryption_keys], now)
+        if kid is None:
+            raise DirectoryError(
+                "no_encryption_key_in_force", f"node {self.id} has no encryption key in force"
+            )
+        return self.encryption_keys[kid]
+
+    def trusted_pins(self, now: dt.datetime) -> list[str]:
+        """The pins of this node's certificates a peer may accept now (not expired or revoked)."""
+        return [pin for pin in self.tls_certificates if self.key_validity(pin).trusted(now)]
 
 
 @dataclass(frozen=True)
@@ -96,6 +122,8 @@ class Directory:
     nodes: Mapping[str, MemberNode]
     document: Mapping[str, Any] = field(repr=False)
     signed: Mapping[str, Any] = field(repr=False)
+    # The operator set this directory names for itself and its successor; None: the trust root.
+    operators: TrustRoot | None = None
 
     @property
     def digest(self) -> str:
@@ -105,16 +133,29 @@ class Directory:
     def node(self, node_id: str) -> MemberNode | None:
         return self.nodes.get(node_id)
 
-    def node_by_pin(self, pin: str) -> MemberNode | None:
-        """The member whose pinned TLS certificate has this x5t#S256."""
+    def node_by_pin(self, pin: str, at: dt.datetime | None = None) -> MemberNode | None:
+        """The member whose pinned TLS certificate has this x5t#S256.
+
+        With ``at``, a pin that is expired or revoked at that time names nobody.
+        """
         for member in self.nodes.values():
             if pin in member.tls_certificates:
+                if at is not None and not member.key_validity(pin).trusted(at):
+                    return None
                 return member
         return None
 
-    def pinned_certificates(self) -> list[bytes]:
-        """Every pinned certificate (DER), the trust anchors for inbound mutual TLS."""
-        return [der for m in self.nodes.values() for der in m.tls_certificates.values()]
+    def pinned_certificates(self, at: dt.datetime | None = None) -> list[bytes]:
+        """Every pinned certificate (DER), the trust anchors for inbound mutual TLS.
+
+        With ``at``, only the certificates a peer may trust at that time.
+        """
+        return [
+            der
+            for m in self.nodes.values()
+            for pin, der in m.tls_certificates.items()
+            if at is None or m.key_validity(pin).trusted(at)
+        ]
 
     def is_expired(self, now: dt.datetime) -> bool:
         return now >= self.expires_at
@@ -150,38 +191,43 @@ def merge_signatures(*signed: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def verify_directory(signed: Mapping[str, Any], trust: TrustRoot, *, now: dt.datetime) -> Directory:
-    """Check the operator signatures and the document, and build the model.
+    """Verify a first directory against the installed trust root (see node.trust).
 
     Refuses (with a reason code) a malformed wrapper, fewer than ``threshold``
-    valid signatures by distinct trusted keys, a document for another
-    federation, an invalid document, and an expired directory.
+    valid signatures by distinct trusted keys (of the trust root, and of the
+    operator set the directory names, when it names one), a document for
+    another federation, an invalid document, and an expired directory.
+    """
+    from node.trust import verify_initial  # the rules build on this model module
+
+    return verify_initial(signed, trust, now=now)
+
+
+def valid_signers(signed: Mapping[str, Any], operators: TrustRoot) -> set[str]:
+    """The kids of ``operators`` that validly signed this directory (distinct keys).
+
+    Refuses a wrapper that is not a JWS JSON General Serialization; a signature
+    that is malformed, by another key or of another type is not counted.
     """
     if not isinstance(signed, Mapping) or not isinstance(signed.get("payload"), str):
         raise DirectoryError("directory_malformed", "not a JWS JSON General Serialization")
     signatures = signed.get("signatures")
     if not isinstance(signatures, list):
         raise DirectoryError("directory_malformed", "no signatures array")
-    payload_b64 = signed["payload"]
     valid_kids: set[str] = set()
     for sig in signatures:
-        kid = _verified_signer(sig, payload_b64, trust)
+        kid = _verified_signer(sig, signed["payload"], operators)
         if kid is not None:
             valid_kids.add(kid)
-    if len(valid_kids) < trust.threshold:
-        raise DirectoryError(
-            "directory_under_threshold",
-            f"{len(valid_kids)} valid operator signature(s), {trust.threshold} required",
-        )
+    return valid_kids
+
+
+def decode_payload(signed: Mapping[str, Any]) -> Any:
+    """The JSON document a signed directory carries (not yet checked)."""
     try:
-        document = json.loads(b64url_decode(payload_b64))
-    except ValueError as exc:
+        return json.loads(b64url_decode(signed["payload"]))
+    except (ValueError, RecursionError) as exc:
         raise DirectoryError("directory_malformed", "payload is not JSON") from exc
-    directory = parse_directory(document, signed)
-    if directory.federation != trust.federation:
-        raise DirectoryError("wrong_federation", f"directory is for {directory.federation}")
-    if directory.is_expired(now):
-        raise DirectoryError("directory_expired", f"expired at {directory.expires_at}")
-    return directory
 
 
 def _verified_signer(sig: Any, payload_b64: str, trust: TrustRoot) -> str | None:
@@ -193,9 +239,11 @@ def _verified_signer(sig: Any, payload_b64: str, trust: TrustRoot) -> str | None
         return None
     try:
         header = json.loads(b64url_decode(protected))
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
-    kid = header.get("kid") if isinstance(header, dict) else None
+    if not isinstance(header, dict):  # e.g. "[]": unsigned input, ignored like a bad signature
+        return None
+    kid = header.get("kid")
     if header.get("alg") != "Ed25519" or header.get("typ") != DIRECTORY_JWS_TYPE:
         return None
     key = trust.keys.get(kid) if isinstance(kid, str) else None
@@ -226,26 +274,59 @@ def parse_directory(document: Mapping[str, Any], signed: Mapping[str, Any]) -> D
             nodes[entry["id"]] = _member(entry)
     except KeyStoreError as exc:
         raise DirectoryError("directory_invalid", exc.detail) from exc
+    try:
+        issued_at = parse_rfc3339(document["issued_at"])
+        expires_at = parse_rfc3339(document["expires_at"])
+    except ValueError as exc:  # schema-valid RFC 3339 that fromisoformat cannot read
+        raise DirectoryError("directory_invalid", "issued_at or expires_at unreadable") from exc
+    operators = None
+    if "operators" in document:
+        try:
+            operators = TrustRoot.from_document(
+                {"federation": document["federation"], **document["operators"]}
+            )
+        except DirectoryError as exc:
+            raise DirectoryError("directory_invalid", f"operators: {exc.detail}") from exc
     return Directory(
         federation=document["federation"],
         version=document["version"],
-        issued_at=parse_rfc3339(document["issued_at"]),
-        expires_at=parse_rfc3339(document["expires_at"]),
+        issued_at=issued_at,
+        expires_at=expires_at,
         nodes=nodes,
         document=document,
         signed=signed,
+        operators=operators,
     )
 
 
 def _member(entry: Mapping[str, Any]) -> MemberNode:
     certificates: dict[str, bytes] = {}
     for cert in entry["tls"]:
-        der = base64.b64decode(cert["x5c"][0], validate=True)
+        try:
+            der = base64.b64decode(cert["x5c"][0], validate=True)
+        except ValueError as exc:  # the schema pattern does not check the length
+            raise DirectoryError(
+                "directory_invalid", f"node {entry['id']}: x5c is not base64"
+            ) from exc
         if certificate_pin(der) != cert["x5t#S256"]:
             raise DirectoryError(
                 "directory_invalid", f"node {entry['id']}: x5t#S256 does not match its x5c"
             )
         certificates[cert["x5t#S256"]] = der
+    keys = [*entry["signing_keys"], *entry["encryption_keys"]]
+    for jwk in keys:
+        if import_public_jwk(jwk, curve=jwk["crv"]).thumbprint() != jwk["kid"]:
+            # Key ids name keys across the federation (signer lookup, rotation,
+            # revocation): one kid must never stand for two keys.
+            raise DirectoryError(
+                "directory_invalid", f"node {entry['id']}: kid is not the RFC 7638 thumbprint"
+            )
+    validity: dict[str, KeyValidity] = {}
+    for member in [*keys, *entry["tls"]]:
+        try:
+            validity[member.get("kid") or member["x5t#S256"]] = KeyValidity.from_member(member)
+        except ValueError as exc:
+            raise DirectoryError("directory_invalid", f"node {entry['id']}: {exc}") from exc
     return MemberNode(
         id=entry["id"],
         name=entry["name"],
@@ -261,6 +342,7 @@ def _member(entry: Mapping[str, Any]) -> MemberNode:
             a["id"]: Authority(id=a["id"], kind=a["kind"], names=dict(a["names"]))
             for a in entry["authorities"]
         },
+        validity=validity,
         audit_log=dict(entry["audit_log"]) if "audit_log" in entry else None,
     )
 

@@ -45,6 +45,16 @@ _KNOWN_JWE_HEADERS = frozenset({"alg", "enc", "kid", "epk", "cty", "typ"})
 _KNOWN_JWS_HEADERS = frozenset({"alg", "kid", "typ"})
 
 
+class DirectoryExpired(EnvelopeError):
+    """This node's directory has expired: it takes no traffic until it holds a fresh one.
+
+    503, so the sender keeps the envelope and retries (docs/directory.md, "Expiry").
+    """
+
+    reason = "directory_expired"
+    http_status = 503
+
+
 @dataclass(frozen=True)
 class Party:
     """One end of a message: a node and one of its authorities."""
@@ -140,6 +150,8 @@ def open_envelope(
     """
     if len(envelope) > MAX_ENVELOPE_BYTES:
         raise EnvelopeError("envelope_too_large", f"more than {MAX_ENVELOPE_BYTES} bytes")
+    if directory.is_expired(now):
+        raise DirectoryExpired(detail="this node's federation directory has expired")
     try:
         text = envelope.decode("ascii")
     except UnicodeDecodeError as exc:
@@ -171,6 +183,7 @@ def open_envelope(
     message = Message.from_claims(claims)
     _check_parties(message, sender, own_node, directory)
     _check_times(message, now)
+    _check_signing_key(sender, jws_header["kid"], message, now)
     _check_document(message)
     return OpenedEnvelope(
         message=message,
@@ -265,6 +278,23 @@ def _check_times(message: Message, now: dt.datetime) -> None:
         raise EnvelopeError("expired", "the message has expired")
     if expires - issued > MAX_LIFETIME:
         raise EnvelopeError("lifetime_too_long", f"lifetime exceeds {MAX_LIFETIME}")
+
+
+def _check_signing_key(signer: MemberNode, kid: str, message: Message, now: dt.datetime) -> None:
+    """The key must be valid when the message says it was signed (node.keyvalidity).
+
+    So a rotated-out key still verifies what it signed in its time, a new key
+    nothing from before its ``nbf``, and a revoked key nothing from its
+    revocation on (for ``keyCompromise``: nothing that arrives after it).
+    """
+    signed_at = dt.datetime.fromtimestamp(message.issued_at, dt.UTC)
+    refusal = signer.key_validity(kid).refusal(
+        signed_at=signed_at, seen_at=now, skew=MAX_CLOCK_SKEW
+    )
+    if refusal is not None:
+        raise EnvelopeError(
+            f"signing_key_{refusal}", f"the signing key is {refusal.replace('_', ' ')} for this"
+        )
 
 
 def _check_document(message: Message) -> None:

@@ -5,6 +5,7 @@ File I/O at the edge; the signing itself is node.directory's.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 from collections.abc import Iterable, Mapping
@@ -13,20 +14,45 @@ from typing import Any
 
 from joserfc.jwk import OKPKey
 
-from node.keys import SIGNING_CURVE, generate_signing_key, load_jwk, public_jwk, save_jwk
+from node.canonical import b64url_decode
+from node.keyprotect import Unlocker
+from node.keys import (
+    SIGNING_CURVE,
+    generate_signing_key,
+    import_public_jwk,
+    load_jwk,
+    public_jwk,
+    save_jwk,
+)
 from node.timeutil import rfc3339
 
 DEFAULT_VALIDITY = dt.timedelta(days=30)
 
 
-def create_operator_key(directory: Path) -> tuple[OKPKey, Path]:
-    """A new federation operator signing key, saved as ``<dir>/<kid>.jwk`` (0600)."""
+def create_operator_key(directory: Path, *, passphrase: bytes | None = None) -> tuple[OKPKey, Path]:
+    """A new operator signing key: ``<dir>/<kid>.jwk`` (0600, encrypted under a passphrase)
+    and its public half ``<dir>/<kid>.public.json`` to hand to the other operators."""
     key = generate_signing_key()
-    return key, save_jwk(directory, key)
+    path = save_jwk(directory, key, passphrase=passphrase)
+    write_json(public_key_path(path), public_jwk(key))
+    return key, path
 
 
-def load_operator_key(path: Path) -> OKPKey:
-    return load_jwk(path, curve=SIGNING_CURVE)
+def public_key_path(private_path: Path) -> Path:
+    return private_path.with_name(private_path.stem + ".public.json")
+
+
+def load_operator_key(path: Path, unlocker: Unlocker | None = None) -> OKPKey:
+    """An operator's private signing key (for signing a directory)."""
+    return load_jwk(path, curve=SIGNING_CURVE, unlocker=unlocker)
+
+
+def load_operator_public_key(path: Path) -> dict[str, Any]:
+    """An operator's public JWK, from a ``.public.json`` file (or, locally, a private key file)."""
+    data = read_json(path) if path.name.endswith(".json") else None
+    if isinstance(data, dict):
+        return public_jwk(import_public_jwk(data, curve=SIGNING_CURVE))
+    return public_jwk(load_jwk(path, curve=SIGNING_CURVE, unlocker=Unlocker()))
 
 
 def trust_root_document(
@@ -47,15 +73,26 @@ def directory_document(
     version: int,
     now: dt.datetime,
     validity: dt.timedelta = DEFAULT_VALIDITY,
+    operators: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """An unsigned directory document listing the given node entries."""
-    return {
+    """An unsigned directory document listing the given node entries.
+
+    ``operators`` (``{"threshold": m, "keys": [JWK, ...]}``) names who signs this
+    directory and its successor; without it, the trust root's operators do.
+    """
+    document: dict[str, Any] = {
         "federation": federation,
         "version": version,
         "issued_at": rfc3339(now),
         "expires_at": rfc3339(now + validity),
-        "nodes": sorted((dict(e) for e in node_entries), key=lambda e: str(e["id"])),
+        "nodes": sorted((copy.deepcopy(dict(e)) for e in node_entries), key=lambda e: str(e["id"])),
     }
+    if operators is not None:
+        document["operators"] = {
+            "threshold": operators["threshold"],
+            "keys": [dict(k) for k in operators["keys"]],
+        }
+    return document
 
 
 def write_json(path: Path, value: Any) -> None:
@@ -67,6 +104,16 @@ def write_json(path: Path, value: Any) -> None:
 
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def publish_for_sources(out_dir: Path, signed_directory: Mapping[str, Any]) -> list[Path]:
+    """Write ``directory.json`` and ``<version>.directory.json`` for URL or file sources."""
+    document = json.loads(b64url_decode(signed_directory["payload"]))
+    newest = out_dir / "directory.json"
+    versioned = out_dir / f"{int(document['version'])}.directory.json"
+    write_json(versioned, signed_directory)
+    write_json(newest, signed_directory)
+    return [newest, versioned]
 
 
 def publish(

@@ -5,6 +5,7 @@ Keys are RFC 7517 JWK files. Private files are created with mode 0600 in a
 Each key's ``kid`` is its RFC 7638 thumbprint, so a key id can never name two
 different keys. Several keys of one kind may live side by side (rotation keeps
 the old ones to open what was sealed to them); the config names the active one.
+With a passphrase, private keys are encrypted at rest (node.keyprotect).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from joserfc.jwk import OKPKey
 
 from node.canonical import b64url
 from node.errors import KeyStoreError
+from node.keyprotect import Unlocker, is_wrapped, tls_key_password, unwrap_jwk, wrap_jwk
 
 SIGNING_CURVE: Final = "Ed25519"
 ENCRYPTION_CURVE: Final = "X25519"
@@ -92,20 +94,29 @@ def read_private_file(path: Path) -> bytes:
     return path.read_bytes()
 
 
-def save_jwk(directory: Path, key: OKPKey) -> Path:
-    """Store a private JWK as ``<dir>/<kid>.jwk`` (mode 0600)."""
+def save_jwk(directory: Path, key: OKPKey, *, passphrase: bytes | None = None) -> Path:
+    """Store a private JWK as ``<dir>/<kid>.jwk`` (mode 0600), encrypted under a passphrase."""
     kid = key.kid
     if not kid:
         raise KeyStoreError("bad_key_file", "a key to store needs a kid")
     path = directory / f"{kid}.jwk"
-    write_private_file(path, json.dumps(key.as_dict(private=True), indent=2).encode())
+    private = key.as_dict(private=True)
+    if passphrase is not None:
+        write_private_file(path, wrap_jwk(private, passphrase).encode("ascii"))
+    else:
+        write_private_file(path, json.dumps(private, indent=2).encode())
     return path
 
 
-def load_jwk(path: Path, *, curve: str) -> OKPKey:
-    """Load a private JWK file written by :func:`save_jwk`."""
+def load_jwk(path: Path, *, curve: str, unlocker: Unlocker | None = None) -> OKPKey:
+    """Load a private JWK file written by :func:`save_jwk`, decrypting it if it is protected."""
+    raw = read_private_file(path)
+    if is_wrapped(raw):
+        raw = json.dumps(
+            unwrap_jwk(raw, (unlocker or Unlocker()).require(), where=str(path))
+        ).encode()
     try:
-        data = json.loads(read_private_file(path))
+        data = json.loads(raw)
         key = OKPKey.import_key(data)
     except KeyStoreError:
         raise
@@ -123,6 +134,11 @@ class TlsIdentity:
     cert_pem: bytes
     key_path: Path
     cert_path: Path
+    password: bytes | None = None  # for an encrypted PKCS#8 key (node.keyprotect)
+
+    @property
+    def protected(self) -> bool:
+        return self.password is not None
 
     @property
     def cert_der(self) -> bytes:
@@ -143,11 +159,14 @@ def certificate_pin(cert_der: bytes) -> str:
     return b64url(digest.finalize())
 
 
-def generate_tls_identity(directory: Path, node_id: str, hosts: list[str]) -> TlsIdentity:
+def generate_tls_identity(
+    directory: Path, node_id: str, hosts: list[str], *, passphrase: bytes | None = None
+) -> TlsIdentity:
     """A self-signed ECDSA P-256 certificate for mutual TLS between nodes.
 
     Self-signed is deliberate: trust comes from the pin in the signed federation
-    directory, not from any certificate authority.
+    directory, not from any certificate authority. With a passphrase the private
+    key is PKCS#8 encrypted (node.keyprotect.tls_key_password).
     """
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"puente-node-{node_id}")])
@@ -180,28 +199,41 @@ def generate_tls_identity(directory: Path, node_id: str, hosts: list[str]) -> Tl
     pin = certificate_pin(cert.public_bytes(serialization.Encoding.DER))
     key_path = directory / f"{pin}.key"
     cert_path = directory / f"{pin}.crt"
+    password = tls_key_password(passphrase, pin) if passphrase is not None else None
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(password)
+        if password is not None
+        else serialization.NoEncryption()
+    )
     write_private_file(
         key_path,
         key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
         ),
     )
     cert_path.write_bytes(cert_pem)
-    return TlsIdentity(cert_pem=cert_pem, key_path=key_path, cert_path=cert_path)
+    return TlsIdentity(cert_pem=cert_pem, key_path=key_path, cert_path=cert_path, password=password)
 
 
-def load_tls_identity(cert_path: Path) -> TlsIdentity:
-    """Load a certificate and check its private key file is owner-only."""
+def load_tls_identity(cert_path: Path, *, unlocker: Unlocker | None = None) -> TlsIdentity:
+    """Load a certificate and check its private key file is owner-only (and opens)."""
     key_path = cert_path.with_suffix(".key")
-    read_private_file(key_path)
+    key_pem = read_private_file(key_path)
     try:
         cert_pem = cert_path.read_bytes()
         x509.load_pem_x509_certificate(cert_pem)
     except (OSError, ValueError) as exc:
         raise KeyStoreError("bad_certificate", f"{cert_path}: {exc}") from exc
-    return TlsIdentity(cert_pem=cert_pem, key_path=key_path, cert_path=cert_path)
+    password = None
+    if b"ENCRYPTED PRIVATE KEY" in key_pem:
+        password = tls_key_password((unlocker or Unlocker()).require(), cert_path.stem)
+        try:
+            serialization.load_pem_private_key(key_pem, password=password)
+        except (ValueError, TypeError) as exc:
+            raise KeyStoreError(
+                "bad_passphrase", f"{key_path}: the passphrase does not open this key"
+            ) from exc
+    return TlsIdentity(cert_pem=cert_pem, key_path=key_path, cert_path=cert_path, password=password)
 
 
 def cert_der_from_pem(cert_pem: bytes) -> bytes:

@@ -21,6 +21,7 @@ from node.federation import (
     read_json,
     trust_root_document,
 )
+from node.keys import public_jwk
 from node.nodeinit import init_node
 
 
@@ -69,7 +70,8 @@ def build_local_federation(
         entries.append(read_json(config.node_entry_path))
         node_dirs[spec.node_id] = config.data_dir
     operator_key, _ = create_operator_key(base / "operator")
-    document = directory_document(federation, entries, version=1, now=now)
+    operators = {"threshold": 1, "keys": [public_jwk(operator_key)]}
+    document = directory_document(federation, entries, version=1, now=now, operators=operators)
     publish(
         node_dirs.values(),
         sign_directory(document, [operator_key]),

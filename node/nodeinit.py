@@ -41,6 +41,7 @@ def init_node(
     public_url: str | None = None,
     database_url: str | None = None,
     api_port: int = 0,
+    passphrase: bytes | None = None,
 ) -> NodeConfig:
     """Create the data directory, generate every key and write the config.
 
@@ -61,9 +62,12 @@ def init_node(
     tls_host = urlsplit(url).hostname or host
     signing = generate_signing_key()
     encryption = generate_encryption_key()
-    save_jwk(data_dir / "keys" / "signing", signing)
-    save_jwk(data_dir / "keys" / "encryption", encryption)
-    tls = generate_tls_identity(data_dir / "keys" / "tls", node_id, sorted({host, tls_host}))
+    # With a passphrase the private keys are encrypted at rest (node.keyprotect).
+    save_jwk(data_dir / "keys" / "signing", signing, passphrase=passphrase)
+    save_jwk(data_dir / "keys" / "encryption", encryption, passphrase=passphrase)
+    tls = generate_tls_identity(
+        data_dir / "keys" / "tls", node_id, sorted({host, tls_host}), passphrase=passphrase
+    )
     audit_log = create_audit_identity(data_dir, node_id)
     config = NodeConfig(
         data_dir=data_dir,

@@ -17,7 +17,7 @@ from node import audit, schemas
 from node.canonical import sha256_hex
 from node.context import NodeContext
 from node.envelope import Message, Party, seal
-from node.errors import PuenteError
+from node.errors import DirectoryError, PuenteError
 from node.fields import field_paths
 from node.storage.models import Disclosure
 
@@ -54,6 +54,9 @@ async def queue_disclosure(
         raise DisclosureRefused("unsupported_document", f"unknown document type {doc_type}")
     schemas.validate(schema_id, body)
     now = ctx.now()
+    if ctx.directory.is_expired(now):
+        # Fail closed: a stale member list may name removed nodes or revoked keys.
+        raise DirectoryError("directory_expired", "refresh the federation directory first")
     expires = now + (ttl or dt.timedelta(hours=ctx.config.delivery.message_ttl_hours))
     message = Message(
         message_id=message_id or str(uuid.uuid4()),
@@ -66,7 +69,7 @@ async def queue_disclosure(
         body=body,
     )
     envelope = seal(
-        message, signing_key=ctx.keys.signing, recipient_key=peer.current_encryption_key
+        message, signing_key=ctx.keys.signing, recipient_key=peer.encryption_key_at(now)
     )
     fields = field_paths(body)
     row = Disclosure(

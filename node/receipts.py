@@ -25,6 +25,7 @@ from node.errors import ReceiptError, SchemaError
 from node.timeutil import parse_rfc3339, rfc3339
 
 RECEIPT_JWT_TYPE = "puente-receipt+jwt"
+RECEIPT_CLOCK_SKEW = dt.timedelta(minutes=5)  # as for envelopes (node.envelope.MAX_CLOCK_SKEW)
 _SIGNING = jws.JWSRegistry(algorithms=["Ed25519"])
 
 
@@ -65,14 +66,20 @@ def verify_receipt(
     expected_message_id: str,
     expected_recipient: str,
     expected_envelope_sha256: str,
+    seen_at: dt.datetime | None = None,
 ) -> Receipt:
-    """Check a receipt's signature and that it acknowledges exactly our envelope."""
+    """Check a receipt's signature and that it acknowledges exactly our envelope.
+
+    The recipient's key must have been valid at the receipt's ``received_at``
+    (node.keyvalidity); ``seen_at`` is when this node got the receipt (now, or
+    when it was stored), which is what counts for a key revoked as compromised.
+    """
     parts = token.split(".")
     if len(parts) != 3:
         raise ReceiptError("receipt_malformed", "not a compact JWS")
     try:
         header = json.loads(b64url_decode(parts[0]))
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # deeply nested JSON raises RecursionError
         raise ReceiptError("receipt_malformed", "header is not base64url JSON") from exc
     if not isinstance(header, dict) or header.get("typ") != RECEIPT_JWT_TYPE:
         raise ReceiptError("receipt_malformed", "not a Puente receipt")
@@ -94,12 +101,23 @@ def verify_receipt(
         raise ReceiptError("receipt_mismatch", "receipt is for another message")
     if claims["envelope_sha256"] != expected_envelope_sha256:
         raise ReceiptError("receipt_mismatch", "receipt is for other envelope bytes")
+    try:
+        received_at = parse_rfc3339(claims["received_at"])
+    except ValueError as exc:
+        # The schema's date-time format admits RFC 3339 forms fromisoformat does not
+        # read (a lower-case "t" or "z"): refuse, never raise ValueError to the caller.
+        raise ReceiptError("receipt_malformed", "received_at is not readable") from exc
+    refusal = recipient.key_validity(kid).refusal(
+        signed_at=received_at, seen_at=seen_at or received_at, skew=RECEIPT_CLOCK_SKEW
+    )
+    if refusal is not None:
+        raise ReceiptError(f"receipt_key_{refusal}", f"the receipt's key is {refusal} for it")
     return Receipt(
         message_id=claims["jti"],
         sender=Party(**claims["sender"]),
         recipient=Party(**claims["recipient"]),
         envelope_sha256=claims["envelope_sha256"],
-        received_at=parse_rfc3339(claims["received_at"]),
+        received_at=received_at,
         signing_kid=kid,
         token=token,
     )

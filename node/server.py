@@ -14,16 +14,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from node import receiving, witness, witness_client
-from node.appkeys import CONTEXT, DELIVERER, INBOUND_LIMITS, PEER
+from node import federation_http, receiving, witness, witness_client
+from node.appkeys import CONTEXT, DELIVERER, INBOUND_LIMITS, PEER, REFRESHER, SERVER_TLS
 from node.context import NodeContext
 from node.delivery import MESSAGES_PATH, Deliverer
 from node.directory import MemberNode
+from node.directory_sources import DIRECTORY_PATH
 from node.envelope import MAX_ENVELOPE_BYTES
 from node.errors import EnvelopeError, PeerError, PuenteError
 from node.inbound_limits import BodyTimeout, InboundLimits, Throttled
+from node.livetls import LiveServerTls
 from node.logs import get_logger
 from node.problems import problem_response
+from node.refresher import DirectoryRefresher, health_fields
 from node.storage.migrate import upgrade_to_head
 from node.tls import peer_pin, server_context
 
@@ -43,7 +46,7 @@ class UnsupportedMediaType(PuenteError):
 def _peer(request: web.Request) -> MemberNode:
     ctx = request.app[CONTEXT]
     pin = peer_pin(request.transport.get_extra_info("ssl_object") if request.transport else None)
-    member = ctx.directory.node_by_pin(pin) if pin else None
+    member = ctx.directory.node_by_pin(pin, at=ctx.now()) if pin else None
     if member is None or member.id == ctx.node_id:
         raise PeerError("unknown_peer", "the TLS client certificate is not pinned for a member")
     return member
@@ -68,7 +71,12 @@ async def post_message(request: web.Request) -> web.Response:
 async def healthz(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     return web.json_response(
-        {"status": "ok", "node": ctx.node_id, "directory_version": ctx.directory.version}
+        {
+            "status": "ok",
+            "node": ctx.node_id,
+            "directory_version": ctx.directory.version,
+            **health_fields(ctx),  # directory expiry, membership, keys protected (node.refresher)
+        }
     )
 
 
@@ -120,10 +128,17 @@ def create_app(ctx: NodeContext, *, deliver: bool = True) -> web.Application:
     app[CONTEXT] = ctx
     app[DELIVERER] = Deliverer(ctx)
     app[INBOUND_LIMITS] = InboundLimits(ctx.config.delivery)
+    # TLS follows key rotation and directory updates without a restart (node.livetls).
+    app[SERVER_TLS] = LiveServerTls(lambda: server_context(ctx.keys.tls, ctx.directory, ctx.now()))
+    app[REFRESHER] = DirectoryRefresher(
+        ctx, server_tls=app[SERVER_TLS], forget_sessions=app[DELIVERER].forget_peer_sessions
+    )
     app.router.add_post(MESSAGES_PATH, post_message)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get(DIRECTORY_PATH, federation_http.get_directory)
     app.router.add_post(witness.ADD_CHECKPOINT_PATH, witness.post_add_checkpoint)
     app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_directory_refresh(periodic=deliver))
     if deliver:
         app.cleanup_ctx.append(_delivery)
         app.cleanup_ctx.append(witness_client.background)  # scheduled checkpoints, witnessing
@@ -135,6 +150,22 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     await upgrade_to_head(ctx.engine)
     yield
     await ctx.close()
+
+
+def _directory_refresh(*, periodic: bool) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Record the held directory at start; with ``periodic``, keep fetching newer ones."""
+
+    async def refresh(app: web.Application) -> AsyncIterator[None]:
+        refresher = app[REFRESHER]
+        await refresher.start()
+        task = asyncio.create_task(refresher.run_forever(), name="refresher") if periodic else None
+        yield
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    return refresh
 
 
 async def _delivery(app: web.Application) -> AsyncIterator[None]:
@@ -155,7 +186,7 @@ async def start_site(app: web.Application, ctx: NodeContext) -> web.AppRunner:
         runner,
         ctx.config.host,
         ctx.config.port,
-        ssl_context=server_context(ctx.keys.tls, ctx.directory),
+        ssl_context=app[SERVER_TLS].listening,
     )
     await site.start()
     log.info("node_listening", node=ctx.node_id, host=ctx.config.host, port=ctx.config.port)

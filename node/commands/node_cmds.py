@@ -12,6 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from node import delivery_status, testhooks
+from node.commands._passphrase import (
+    UNPROTECTED_WARNING,
+    add_passphrase_argument,
+    new_passphrase,
+    unlocker,
+)
 from node.commands._util import with_node
 from node.config import AUTHORITY_KINDS, AuthorityConfig
 from node.context import NodeContext, open_node
@@ -49,11 +55,13 @@ def register(sub: Any) -> None:
         required=True,
         help="ID:KIND:DISPLAY NAME, repeatable",
     )
+    add_passphrase_argument(init_p)
     init_p.set_defaults(handler=init)
 
     serve_p = sub.add_parser("serve", help="run the node")
     serve_p.add_argument("--dir", type=Path, required=True)
     serve_p.add_argument("--log-level", default="info")
+    add_passphrase_argument(serve_p)
     serve_p.set_defaults(handler=serve)
 
     migrate_p = sub.add_parser("migrate", help="bring the database schema up to date")
@@ -79,6 +87,7 @@ def register(sub: Any) -> None:
 
 
 def init(args: argparse.Namespace) -> int:
+    passphrase = new_passphrase(args)
     config = init_node(
         args.dir,
         node_id=args.id,
@@ -89,6 +98,7 @@ def init(args: argparse.Namespace) -> int:
         public_url=args.public_url,
         database_url=args.database_url,
         api_port=args.api_port,
+        passphrase=passphrase,
     )
     print(f"node {config.node_id} initialised in {config.data_dir}")
     print(f"  signing key    {config.signing_kid}")
@@ -96,22 +106,23 @@ def init(args: argparse.Namespace) -> int:
     print(f"  TLS pin        {config.tls_pin}")
     print(f"give {config.node_entry_path} to the federation operators;")
     print("install the signed directory with `puente federation install` before serving")
+    print("private keys encrypted at rest" if passphrase else UNPROTECTED_WARNING)
     return 0
 
 
 def serve(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
-    asyncio.run(_serve(args.dir))
+    asyncio.run(_serve(args.dir, args))
     return 0
 
 
-async def _serve(data_dir: Path) -> None:
+async def _serve(data_dir: Path, args: argparse.Namespace) -> None:
     from node.server import create_app, start_site
 
     log = get_logger("puente.serve")
     # Test-only clock and crash points; refused unless PUENTE_TEST_MODE=1 (node.testhooks).
     clock, crash_points = testhooks.from_environment(os.environ)
-    ctx = open_node(data_dir, clock=clock)
+    ctx = open_node(data_dir, clock=clock, unlocker=unlocker(args))
     ctx.crash_points = crash_points
     app = create_app(ctx)
     runner = await start_site(app, ctx)
