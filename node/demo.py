@@ -24,14 +24,14 @@ from typing import TextIO
 
 from sqlalchemy import select
 
-from node import audit
 from node.config import AuthorityConfig, load_config
 from node.context import NodeContext, open_node
 from node.demo_api import provision_demo_users
+from node.demo_audit import tell_audit_story
 from node.localfed import NodeSpec, build_local_federation
 from node.outbox import queue_disclosure
 from node.receipts import verify_receipt
-from node.storage.models import AuditEntry, Disclosure, ReceivedMessage
+from node.storage.models import Disclosure, ReceivedMessage
 from node.synthetic import return_notice
 
 FEDERATION = "puente-demo"
@@ -148,12 +148,6 @@ async def wait_delivered(mx: NodeContext, ids: list[str], patience: float) -> li
         await asyncio.sleep(0.2)
 
 
-async def audit_summary(ctx: NodeContext) -> tuple[int, int | None]:
-    async with ctx.sessions() as session:
-        rows = (await session.execute(select(AuditEntry).order_by(AuditEntry.seq))).scalars().all()
-        return len(rows), await audit.first_damaged_entry(session)
-
-
 async def tell_story(base: Path, out: TextIO, patience: float) -> bool:
     """Send the notices, wait for receipts and print what happened. True if all receipted."""
     contexts = {spec.node_id: open_node(base / spec.node_id) for spec in DEMO_NODES}
@@ -212,16 +206,7 @@ async def tell_story(base: Path, out: TextIO, patience: float) -> bool:
                 f"{where}",
                 file=out,
             )
-        print("\nAudit logs (append-only, hash-chained):", file=out)
-        for node_id, ctx in contexts.items():
-            size, broken = await audit_summary(ctx)
-            if broken is not None:
-                ok = False
-            print(
-                f"  {node_id}: {size} entries, chain "
-                f"{'intact' if broken is None else f'BROKEN at entry {broken}'}",
-                file=out,
-            )
+        ok = await tell_audit_story(contexts, base, out) and ok
         delivered = sum(1 for r in rows if r.state == "delivered")
         print(
             f"\n{delivered}/{len(ids)} notices received and receipted. {'OK' if ok else 'FAILED'}",

@@ -18,6 +18,9 @@ def test_demo_once_exits_zero_and_reports_every_receipt(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "5/5 notices received and receipted. OK" in result.stdout
     assert result.stdout.count("receipt signed by") == 5
+    # Each node's signed checkpoint, cosigned by both peers, and the verifier's verdict.
+    assert result.stdout.count("| \u2014 puente.int/witness/") == 6
+    assert result.stdout.count("OK: puente.int/audit/") == 3
     for country in ("MX", "GT", "HN"):
         assert (tmp_path / "demo" / country / "puente.db").exists()
     # The demo's own nodes were stopped: nothing keeps listening after --once.
