@@ -41,11 +41,17 @@ def _date(request: web.Request, name: str) -> dt.date | None:
         raise BadRequest("invalid_parameter", f"{name} must be a date, YYYY-MM-DD") from exc
 
 
+MAX_ITEM_ID = 2**31 - 1  # the integer column's range on both backends
+
+
 def _item_id(request: web.Request) -> int:
     try:
-        return int(request.match_info["item_id"])
+        item_id = int(request.match_info["item_id"])
     except ValueError as exc:
         raise inbox.InboxError("not_found", "no such inbox item") from exc
+    if not 1 <= item_id <= MAX_ITEM_ID:
+        raise inbox.InboxError("not_found", "no such inbox item")
+    return item_id
 
 
 @allow(Role.RECEPTION_OFFICER)
