@@ -21,7 +21,12 @@ from node.directory import Directory, TrustRoot
 from node.errors import ConfigError, DirectoryError
 from node.keyprotect import Unlocker, is_wrapped, passphrase_source
 from node.keys import ENCRYPTION_CURVE, SIGNING_CURVE, TlsIdentity, load_jwk, load_tls_identity
-from node.storage import audit_models, delivery_models  # noqa: F401  (register their tables)
+from node.storage import (  # noqa: F401  (register their tables)
+    audit_models,
+    consent_models,
+    delivery_models,
+    directory_models,
+)
 from node.storage.engine import create_engine, session_factory
 from node.testhooks import CrashPoints
 from node.timeutil import Clock, utcnow

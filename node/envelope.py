@@ -78,9 +78,12 @@ class Message:
     issued_at: int
     expires_at: int
     body: Mapping[str, Any]
+    # The disclosure terms (schemas/disclosure-terms) a case summary travels under:
+    # signed with the body so that purpose, policy and handling rules go with the data.
+    terms: Mapping[str, Any] | None = None
 
     def claims(self) -> dict[str, Any]:
-        return {
+        claims: dict[str, Any] = {
             "iss": self.sender.node,
             "aud": self.recipient.node,
             "jti": self.message_id,
@@ -91,6 +94,9 @@ class Message:
             "doc": {"type": self.doc_type, "schema": self.schema},
             "body": dict(self.body),
         }
+        if self.terms is not None:
+            claims["terms"] = dict(self.terms)
+        return claims
 
     @classmethod
     def from_claims(cls, claims: Mapping[str, Any]) -> Message:
@@ -103,6 +109,7 @@ class Message:
             issued_at=claims["iat"],
             expires_at=claims["exp"],
             body=claims["body"],
+            terms=claims.get("terms"),
         )
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from node import audit
 from node.context import NodeContext
@@ -21,6 +22,7 @@ from node.errors import PuenteError
 from node.fields import field_paths
 from node.storage.api_models import InboxItem
 from node.storage.models import ReceivedMessage
+from node.summaries import readable_body
 
 OUTCOMES = (
     "received_at_reception",
@@ -68,9 +70,11 @@ def priority_of(document: Mapping[str, Any]) -> int:
     return sum(_PRIORITY_WEIGHTS.get(str(flag), 1) for flag in flags)
 
 
-def readable_document(row: ReceivedMessage) -> dict[str, Any] | None:
-    """The received summary, or None once it has been erased."""
-    return dict(row.body) if row.body else None
+async def readable_document(
+    ctx: NodeContext, session: AsyncSession, row: ReceivedMessage
+) -> dict[str, Any] | None:
+    """The received summary (decrypted if kept encrypted), or None once it has been erased."""
+    return await readable_body(ctx, session, row)
 
 
 async def index_new_messages(ctx: NodeContext) -> int:
@@ -93,7 +97,7 @@ async def index_new_messages(ctx: NodeContext) -> int:
         return 0
     async with ctx.sessions.begin() as session:
         for row in rows:
-            document = readable_document(row) or {}
+            document = await readable_document(ctx, session, row) or {}
             arrival = document.get("arrival", {})
             session.add(
                 InboxItem(
@@ -179,7 +183,7 @@ async def view_item(
     item = await _own_item(ctx, authority, item_id)
     async with ctx.sessions.begin() as session:
         row = await session.get(ReceivedMessage, item.received_id)
-        document = readable_document(row) if row is not None else None
+        document = await readable_document(ctx, session, row) if row is not None else None
         await audit.append(
             session,
             node=ctx.node_id,

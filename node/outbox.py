@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from node import audit, schemas
 from node.canonical import sha256_hex
@@ -39,8 +40,16 @@ async def queue_disclosure(
     body: Mapping[str, Any],
     ttl: dt.timedelta | None = None,
     message_id: str | None = None,
+    terms: Mapping[str, Any] | None = None,
+    audit_details: Mapping[str, Any] | None = None,
+    session: AsyncSession | None = None,
 ) -> Disclosure:
-    """Validate, seal and durably queue one case summary for one recipient."""
+    """Validate, seal and durably queue one case summary for one recipient.
+
+    ``terms`` (schemas/disclosure-terms) are signed into the message with the
+    body; ``audit_details`` are added to the ``disclosure.queued`` entry. With
+    ``session`` the row and its audit entry join the caller's transaction.
+    """
     own = ctx.directory.node(ctx.node_id)
     if own is None or sender_authority not in own.authorities:
         raise DisclosureRefused("unknown_authority", "sending authority is not served by this node")
@@ -67,6 +76,7 @@ async def queue_disclosure(
         issued_at=int(now.timestamp()),
         expires_at=int(expires.timestamp()),
         body=body,
+        terms=terms,
     )
     envelope = seal(
         message, signing_key=ctx.keys.signing, recipient_key=peer.encryption_key_at(now)
@@ -89,24 +99,34 @@ async def queue_disclosure(
         attempts=0,
         next_attempt_at=now,
     )
-    async with ctx.sessions.begin() as session:
-        session.add(row)
-        await audit.append(
-            session,
-            node=ctx.node_id,
-            event="disclosure.queued",
-            at=now,
-            message_id=row.message_id,
-            counterparty=recipient_node,
-            authority=sender_authority,
-            counterparty_authority=recipient_authority,
-            doc_type=doc_type,
-            schema=schema_id,
-            fields=fields,
-            envelope_sha256=row.envelope_sha256,
-            directory_version=ctx.directory.version,
-        )
+    if session is None:
+        async with ctx.sessions.begin() as own_session:
+            await _commit_queued(ctx, own_session, row, audit_details or {})
+    else:
+        await _commit_queued(ctx, session, row, audit_details or {})
     return row
+
+
+async def _commit_queued(
+    ctx: NodeContext, session: AsyncSession, row: Disclosure, details: Mapping[str, Any]
+) -> None:
+    session.add(row)
+    await audit.append(
+        session,
+        node=ctx.node_id,
+        event="disclosure.queued",
+        at=row.created_at,
+        message_id=row.message_id,
+        counterparty=row.recipient_node,
+        authority=row.sender_authority,
+        counterparty_authority=row.recipient_authority,
+        doc_type=row.doc_type,
+        schema=row.schema_id,
+        fields=row.fields,
+        envelope_sha256=row.envelope_sha256,
+        directory_version=ctx.directory.version,
+        **details,
+    )
 
 
 async def get_disclosure(ctx: NodeContext, message_id: str) -> Disclosure | None:

@@ -20,6 +20,7 @@ from node.context import NodeContext
 from node.envelope import OpenedEnvelope, open_envelope
 from node.errors import EnvelopeError, PuenteError
 from node.fields import field_paths
+from node.intake import prepare as prepare_intake
 from node.logs import get_logger
 from node.receipts import issue_receipt
 from node.storage.models import ReceivedMessage
@@ -129,6 +130,17 @@ async def _store(
     ctx: NodeContext, envelope: bytes, opened: OpenedEnvelope, now: dt.datetime
 ) -> Accepted:
     message = opened.message
+    try:
+        intake = await prepare_intake(ctx, envelope, opened, now)
+    except EnvelopeError as refusal:  # refused on its terms (node.intake): audited, not stored
+        await record_refusal(
+            ctx,
+            refusal,
+            peer_node=message.sender.node,
+            envelope_sha256=opened.envelope_sha256,
+            message_id=message.message_id,
+        )
+        raise
     receipt = issue_receipt(
         message,
         envelope_sha256=opened.envelope_sha256,
@@ -144,9 +156,9 @@ async def _store(
                 recipient_authority=message.recipient.authority,
                 doc_type=message.doc_type,
                 schema_id=message.schema,
-                envelope=envelope,
+                envelope=intake.envelope,
                 envelope_sha256=opened.envelope_sha256,
-                body=dict(message.body),
+                body=intake.body,
                 issued_at=dt.datetime.fromtimestamp(message.issued_at, dt.UTC),
                 expires_at=dt.datetime.fromtimestamp(message.expires_at, dt.UTC),
                 received_at=now,
@@ -169,7 +181,9 @@ async def _store(
             envelope_sha256=opened.envelope_sha256,
             signing_kid=opened.signing_kid,
             directory_version=ctx.directory.version,
+            **intake.audit_details,
         )
+        await intake.run(session)
         ctx.crash_points.reached("recipient.store_uncommitted")
     ctx.crash_points.reached("recipient.stored")
     log.info(

@@ -25,10 +25,22 @@ TRUST_ROOT = "https://puente.int/schemas/trust-root/1.0"
 MESSAGE = "https://puente.int/schemas/message/1.0"
 RECEIPT = "https://puente.int/schemas/receipt/1.0"
 RETURN_NOTICE = "https://puente.int/schemas/return-notice/1.0"
+CASE = "https://puente.int/schemas/case/1.0"
+CASE_HANDOFF = "https://puente.int/schemas/case-handoff/1.0"
+CONSENT = "https://puente.int/schemas/consent/1.0"
+CONSENT_DRAFT = "https://puente.int/schemas/consent-draft/1.0"
+POLICY = "https://puente.int/schemas/policy/1.0"
+BILATERAL_AGREEMENT = "https://puente.int/schemas/bilateral-agreement/1.0"
+DISCLOSURE_TERMS = "https://puente.int/schemas/disclosure-terms/1.0"
+CONSENT_WITHDRAWAL = "https://puente.int/schemas/consent-withdrawal/1.0"
+ERASURE_RECEIPT = "https://puente.int/schemas/erasure-receipt/1.0"
 
 # Document types a node accepts, and the schema each is validated against.
 DOCUMENT_SCHEMAS: Mapping[str, str] = {
     "return_notice": RETURN_NOTICE,
+    "case_handoff": CASE_HANDOFF,
+    "consent_withdrawal": CONSENT_WITHDRAWAL,
+    "erasure_receipt": ERASURE_RECEIPT,
 }
 
 MAX_REPORTED_ERRORS = 10

@@ -27,6 +27,7 @@ from node.livetls import LiveServerTls
 from node.logs import get_logger
 from node.problems import problem_response
 from node.refresher import DirectoryRefresher, health_fields
+from node.retention import lifecycle_context
 from node.storage.migrate import upgrade_to_head
 from node.tls import peer_pin, server_context
 
@@ -142,6 +143,7 @@ def create_app(ctx: NodeContext, *, deliver: bool = True) -> web.Application:
     if deliver:
         app.cleanup_ctx.append(_delivery)
         app.cleanup_ctx.append(witness_client.background)  # scheduled checkpoints, witnessing
+        app.cleanup_ctx.append(lifecycle_context)  # retention purge, consent lapse (node.retention)
     return app
 
 

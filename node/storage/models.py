@@ -89,9 +89,11 @@ class ReceivedMessage(Base):
     recipient_authority: Mapped[str] = mapped_column(String(64))
     doc_type: Mapped[str] = mapped_column(String(40))
     schema_id: Mapped[str] = mapped_column(String(200))
-    envelope: Mapped[bytes] = mapped_column(LargeBinary)
+    # NULL for a case summary with disclosure terms: body and envelope are then kept
+    # only encrypted under the summary's own data key (consent_models.ReceivedSummary).
+    envelope: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     envelope_sha256: Mapped[str] = mapped_column(String(64))
-    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    body: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     issued_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
     expires_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
     received_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())

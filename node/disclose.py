@@ -1,0 +1,310 @@
+"""Previewing and sending a case summary: the caseworker's two buttons.
+
+``preview_disclosure`` and ``disclose`` load the case and its consents and
+call the same pure planner (node.planning), so what the preview shows is
+exactly what is sent. ``disclose`` then queues the minimized document through
+the outbox with its terms signed in, records the terms (policy id, version
+and digest, consent or exception, purpose, legal basis) and audits it, in one
+transaction that re-checks the consent under its row lock: a withdrawal that
+lands between preview and send wins.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from node import audit
+from node.cases import find_case, own_authority_kind
+from node.consent import ConsentRecord, RecipientRef
+from node.consents import consents_for_case
+from node.context import NodeContext
+from node.outbox import DisclosureRefused, queue_disclosure
+from node.planning import Plan, VitalInterest, plan_disclosure
+from node.policy import default_policy_set
+from node.storage.consent_models import CaseDisclosure, ConsentRow
+from node.storage.models import Disclosure
+from node.summaries import audit_case_ref
+from node.timeutil import rfc3339
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What would go to one recipient for one purpose, and why each other field stays."""
+
+    case_id: str
+    case_ref: str
+    sender_authority: str
+    plan: Plan
+
+    @property
+    def ok(self) -> bool:
+        return self.plan.ok
+
+    @property
+    def document(self) -> Mapping[str, Any]:
+        return self.plan.summary.document
+
+    @property
+    def sent_fields(self) -> tuple[str, ...]:
+        return self.plan.summary.sent_fields
+
+    @property
+    def withheld(self) -> Mapping[str, str]:
+        return self.plan.summary.withheld
+
+    def as_json(self) -> dict[str, Any]:
+        plan = self.plan
+        rule = plan.rule
+        return {
+            "case_ref": self.case_ref,
+            "doc_type": plan.doc_type,
+            "purpose": plan.purpose,
+            "sender_authority": self.sender_authority,
+            "recipient": {
+                "node": plan.recipient.node,
+                "authority": plan.recipient.authority,
+                "kind": plan.recipient.kind,
+            },
+            "ok": plan.ok,
+            "refusal": (
+                {"reason": plan.refusal.reason, "detail": plan.refusal.detail}
+                if plan.refusal
+                else None
+            ),
+            "legal_basis": plan.legal_basis,
+            "consent_id": plan.consent.consent_id if plan.consent else None,
+            "policy": rule.policy.ref.as_json() if rule else None,
+            "agreements": [a.ref.as_json() for a in rule.agreements] if rule else [],
+            "retain_until": rfc3339(plan.retain_until) if plan.retain_until else None,
+            "sent_fields": list(self.sent_fields),
+            "withheld": dict(self.withheld),
+            "document": dict(self.document),
+        }
+
+
+@dataclass(frozen=True)
+class Sent:
+    """A queued disclosure and the preview it was sent from."""
+
+    message_id: str
+    preview: Preview
+
+
+def _recipient(ctx: NodeContext, node: str, authority: str) -> RecipientRef:
+    peer = ctx.directory.node(node)
+    if peer is None or node == ctx.node_id:
+        raise DisclosureRefused("unknown_recipient", "recipient node is not a federation member")
+    found = peer.authorities.get(authority)
+    if found is None:
+        raise DisclosureRefused("unknown_authority", "recipient authority is not in the directory")
+    return RecipientRef(node, authority, found.kind)
+
+
+async def preview_disclosure(
+    ctx: NodeContext,
+    *,
+    case: str,
+    doc_type: str,
+    purpose: str,
+    recipient_node: str,
+    recipient_authority: str,
+    sender_authority: str | None = None,
+    consent_id: str | None = None,
+    vital_interest: str | None = None,
+) -> Preview:
+    """The exact summary that would be sent, with every withheld field and its reason.
+
+    ``case`` is a case id or case_ref; ``vital_interest`` is the written
+    justification of a disclosure without consent because a life is in danger.
+    """
+    record = await find_case(ctx, case)
+    sender = sender_authority or record.authority
+    own_authority_kind(ctx, sender)
+    recipient = _recipient(ctx, recipient_node, recipient_authority)
+    consents = await consents_for_case(ctx, record.case_id)
+    plan = plan_disclosure(
+        case=record.document,
+        doc_type=doc_type,
+        purpose=purpose,
+        recipient=recipient,
+        sender_country=ctx.node_id,
+        policies=default_policy_set(),
+        consents=consents,
+        now=ctx.now(),
+        vital_interest=(
+            VitalInterest(str(uuid.uuid4()), vital_interest) if vital_interest is not None else None
+        ),
+        consent_id=consent_id,
+    )
+    return Preview(record.case_id, record.case_ref, sender, plan)
+
+
+async def disclose(
+    ctx: NodeContext,
+    *,
+    case: str,
+    doc_type: str,
+    purpose: str,
+    recipient_node: str,
+    recipient_authority: str,
+    sender_authority: str | None = None,
+    consent_id: str | None = None,
+    vital_interest: str | None = None,
+    ttl: dt.timedelta | None = None,
+) -> Sent:
+    """Queue the previewed summary, or raise the refusal the preview carries."""
+    preview = await preview_disclosure(
+        ctx,
+        case=case,
+        doc_type=doc_type,
+        purpose=purpose,
+        recipient_node=recipient_node,
+        recipient_authority=recipient_authority,
+        sender_authority=sender_authority,
+        consent_id=consent_id,
+        vital_interest=vital_interest,
+    )
+    plan = preview.plan
+    if plan.refusal is not None or plan.terms is None or plan.rule is None:
+        reason = plan.refusal.reason if plan.refusal else "disclosure_refused"
+        detail = plan.refusal.detail if plan.refusal else ""
+        await _audit_refusal(ctx, preview, reason)
+        raise DisclosureRefused(reason, detail)
+    assert plan.retain_until is not None
+    case_pseudonym = audit_case_ref(ctx, preview.case_ref)
+    review = plan.exception is not None
+    async with ctx.sessions.begin() as session:
+        if plan.consent is not None:
+            await _recheck_consent(session, plan.consent)
+        row = await queue_disclosure(
+            ctx,
+            sender_authority=preview.sender_authority,
+            recipient_node=recipient_node,
+            recipient_authority=recipient_authority,
+            doc_type=doc_type,
+            body=preview.document,
+            ttl=ttl,
+            terms=plan.terms,
+            audit_details={
+                "case_ref": case_pseudonym,
+                "purpose": purpose,
+                "legal_basis": plan.legal_basis,
+                "consent_id": plan.consent.consent_id if plan.consent else None,
+                "exception_id": plan.exception.exception_id if plan.exception else None,
+                "justification_sha256": (
+                    plan.exception.justification_sha256 if plan.exception else None
+                ),
+                "review_required": True if review else None,
+                "policy_id": plan.rule.policy.policy_id,
+                "policy_version": plan.rule.policy.version,
+                "policy_sha256": plan.rule.policy.sha256,
+                "agreements": [a.agreement_id for a in plan.rule.agreements] or None,
+                "categories": sorted(plan.summary.categories(plan.rule)),
+                "withheld": sorted(preview.withheld),
+                "retain_until": rfc3339(plan.retain_until),
+            },
+            session=session,
+        )
+        session.add(
+            CaseDisclosure(
+                message_id=row.message_id,
+                case_id=preview.case_id,
+                consent_id=plan.consent.consent_id if plan.consent else None,
+                purpose=purpose,
+                legal_basis=plan.legal_basis or "consent",
+                policy_id=plan.rule.policy.policy_id,
+                policy_version=plan.rule.policy.version,
+                policy_sha256=plan.rule.policy.sha256,
+                agreements=[a.ref.as_json() for a in plan.rule.agreements],
+                categories=sorted(plan.summary.categories(plan.rule)),
+                retain_until=plan.retain_until,
+                review_required=review,
+                exception_id=plan.exception.exception_id if plan.exception else None,
+                justification=plan.exception.justification if plan.exception else None,
+                created_at=row.created_at,
+            )
+        )
+    return Sent(row.message_id, preview)
+
+
+async def _recheck_consent(session: AsyncSession, planned: ConsentRecord) -> None:
+    row = await session.get(ConsentRow, planned.consent_id, with_for_update=True)
+    current = ConsentRecord.from_document(row.record) if row is not None else None
+    if current is None or current.history != planned.history:
+        # Withdrawn or narrowed since the plan was made: plan again, never send the old one.
+        raise DisclosureRefused("consent_changed", "the consent changed; preview again")
+
+
+async def _audit_refusal(ctx: NodeContext, preview: Preview, reason: str) -> None:
+    plan = preview.plan
+    async with ctx.sessions.begin() as session:
+        await audit.append(
+            session,
+            node=ctx.node_id,
+            event="disclosure.refused_locally",
+            at=ctx.now(),
+            counterparty=plan.recipient.node,
+            case_ref=audit_case_ref(ctx, preview.case_ref),
+            purpose=plan.purpose,
+            legal_basis=plan.legal_basis,
+            reason=reason,
+            doc_type=plan.doc_type,
+            counterparty_authority=plan.recipient.authority,
+            consent_id=plan.consent.consent_id if plan.consent else None,
+        )
+
+
+@dataclass(frozen=True)
+class ExceptionDisclosure:
+    """A disclosure without consent (life in danger), for the auditors' review."""
+
+    message_id: str
+    case_id: str
+    recipient: str
+    purpose: str
+    created_at: dt.datetime
+    exception_id: str
+    justification: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "message_id": self.message_id,
+            "case_id": self.case_id,
+            "recipient": self.recipient,
+            "purpose": self.purpose,
+            "created_at": rfc3339(self.created_at),
+            "exception_id": self.exception_id,
+            "justification": self.justification,
+        }
+
+
+async def exceptions_for_review(ctx: NodeContext) -> list[ExceptionDisclosure]:
+    """Every disclosure made under the life-in-danger exception, with its justification."""
+    async with ctx.sessions() as session:
+        rows = (
+            await session.execute(
+                select(CaseDisclosure, Disclosure)
+                .join(Disclosure, Disclosure.message_id == CaseDisclosure.message_id)
+                .where(CaseDisclosure.review_required.is_(True))
+                .order_by(CaseDisclosure.created_at)
+            )
+        ).all()
+    return [
+        ExceptionDisclosure(
+            message_id=c.message_id,
+            case_id=c.case_id,
+            recipient=f"{d.recipient_node}/{d.recipient_authority}",
+            purpose=c.purpose,
+            created_at=c.created_at,
+            exception_id=c.exception_id or "",
+            justification=c.justification or "",
+        )
+        for c, d in rows
+    ]
