@@ -103,7 +103,36 @@ def with_rotated_key(
 
 
 def own_entry(config: NodeConfig) -> dict[str, Any]:
-    """This node's entry as its held directory publishes it, else as ``puente init`` wrote it."""
+    """This node's entry: as its held directory publishes it, plus keys still to be published.
+
+    The directory's entry is authoritative (operators may have set validity or
+    revoked a key); keys that ``public/node-entry.json`` lists and the
+    directory does not yet (an earlier rotation awaiting publication) are kept.
+    """
+    proposed = _read_entry(config.node_entry_path)
+    published = _published_entry(config)
+    if published is None:
+        if proposed is None:
+            raise ConfigError("no_node_entry", f"no {config.node_entry_path} and no directory")
+        return proposed
+    if proposed is not None:
+        for list_name in _LIST_NAMES.values():
+            ids = {_member_id(m) for m in published[list_name]}
+            published[list_name].extend(
+                m for m in proposed.get(list_name, []) if _member_id(m) not in ids
+            )
+    return published
+
+
+def _read_entry(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return dict(value) if isinstance(value, dict) else None
+
+
+def _published_entry(config: NodeConfig) -> dict[str, Any] | None:
     try:
         signed = json.loads(config.directory_path.read_text(encoding="utf-8"))
         document = json.loads(b64url_decode(signed["payload"]))
@@ -111,11 +140,12 @@ def own_entry(config: NodeConfig) -> dict[str, Any]:
             if node["id"] == config.node_id:
                 return dict(node)
     except (OSError, ValueError, KeyError, TypeError):
-        pass  # no usable directory yet: the entry from init is the published one
-    try:
-        return dict(json.loads(config.node_entry_path.read_text(encoding="utf-8")))
-    except (OSError, ValueError) as exc:
-        raise ConfigError("no_node_entry", f"{config.node_entry_path}: {exc}") from exc
+        pass  # no usable directory yet
+    return None
+
+
+def _member_id(member: dict[str, Any]) -> str:
+    return str(member.get("kid") or member["x5t#S256"])
 
 
 def keys_protected(config: NodeConfig) -> bool:

@@ -169,7 +169,16 @@ def generate_tls_identity(
     key is PKCS#8 encrypted (node.keyprotect.tls_key_password).
     """
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"puente-node-{node_id}")])
+    serial = x509.random_serial_number()
+    # A distinct name (and key identifiers) per certificate: during a rotation a peer
+    # trusts two certificates of this node at once, and OpenSSL finds a self-signed
+    # certificate's issuer by name, so the same name would make it try the wrong key.
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, f"puente-node-{node_id}"),
+            x509.NameAttribute(NameOID.SERIAL_NUMBER, f"{serial:x}"),
+        ]
+    )
     now = dt.datetime.now(dt.UTC)
     alt_names: list[x509.GeneralName] = []
     for host in hosts:
@@ -182,10 +191,14 @@ def generate_tls_identity(
         .subject_name(name)
         .issuer_name(name)
         .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
+        .serial_number(serial)
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=TLS_CERT_DAYS))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False
+        )
         .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
         .add_extension(
             x509.ExtendedKeyUsage(

@@ -137,6 +137,10 @@ class PeerQueue:
         peer = ctx.directory.node(self.peer_id)
         if peer is None:
             return RoundResult(0, False, None)  # the sweep refuses them (no longer a member)
+        if ctx.directory.is_expired(now):
+            # Fail closed: a stale member list may still name a removed node or a revoked
+            # certificate. The disclosures wait for a fresh directory (node.refresher).
+            return RoundResult(0, False, None)
         outcomes: list[Outcome] = []
         candidates: list[Disclosure] = []
         for row in rows:
@@ -268,7 +272,8 @@ class PeerQueue:
         if self._session is None:
             config = self.ctx.config.delivery
             connector = aiohttp.TCPConnector(
-                ssl=client_context(self.ctx.keys.tls, peer),
+                # Only pins in force: an expired or revoked certificate is not trusted.
+                ssl=client_context(self.ctx.keys.tls, peer, self.ctx.now()),
                 limit=config.max_in_flight,
                 limit_per_host=config.max_in_flight,
             )
