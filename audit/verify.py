@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from audit.errors import VerificationError
-from audit.merkle import TreeBuilder, leaf_hash, root_of_leaf_hashes
+from audit.merkle import TreeBuilder, leaf_hash, replay, root_of_leaf_hashes
 from audit.note import (
     Cosignature,
     VerifiedCheckpoint,
@@ -111,9 +111,15 @@ class Report:
 
 
 def _entry_lines(path: Path) -> Iterator[bytes]:
+    """The lines of a file without their newline, read in large chunks (the fast path)."""
     with path.open("rb") as handle:
-        for line in handle:
-            yield line[:-1] if line.endswith(b"\n") else line
+        rest = b""
+        while chunk := handle.read(1 << 24):
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop()
+            yield from lines
+        if rest:
+            yield rest
 
 
 def _read_keys(path: Path) -> list[VerifierKey]:
@@ -174,36 +180,21 @@ def _replay(
 ) -> None:
     size = signed.checkpoint.size
     wanted = {s: r for s, r in earlier.items() if s <= size}
-    builder = TreeBuilder()
-    root_at_size = None
-    bad_checkpoints: list[int] = []
-    count = 0
     try:
-        for line in _entry_lines(directory / ENTRIES):
-            builder.add_entry(line)
-            count += 1
-            if count == size:
-                root_at_size = builder.root()
-            if count in wanted:
-                report.checkpoints_checked += 1
-                if builder.root() != wanted[count]:
-                    bad_checkpoints.append(count)
+        count, roots = replay(_entry_lines(directory / ENTRIES), [size, *wanted])
     except OSError as exc:
         report.problems.append(Problem("export_incomplete", str(exc)))
         return
     report.entries = count
-    if size == 0:
-        root_at_size = TreeBuilder().root()
     if count < size:
         report.problems.append(
             Problem("entries_missing", f"the checkpoint covers {size} entries, the file {count}")
         )
         _locate_by_sequence(directory, report)
         return
-    if root_at_size == signed.checkpoint.root and not bad_checkpoints:
-        return
-    if root_at_size == signed.checkpoint.root:
-        report.checkpoints_checked -= len(bad_checkpoints)
+    bad_checkpoints = [s for s in sorted(wanted) if roots.get(s) != wanted[s]]
+    report.checkpoints_checked = len(wanted) - len(bad_checkpoints)
+    if roots[size] == signed.checkpoint.root:
         for s in bad_checkpoints:
             report.problems.append(
                 Problem("checkpoint_mismatch", f"the signed checkpoint of size {s} does not match")

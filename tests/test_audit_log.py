@@ -18,14 +18,16 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from audit.__main__ import check_consistency, check_inclusion
+from audit.merkle import root_of_entries
 from audit.note import VerifierKey
 from audit.verify import verify_export
-from node import audit, audit_api, audit_queries
+from node import audit, audit_api, audit_queries, audit_tree
 from node.appkeys import CONTEXT
 from node.audit_export import export_log
 from node.checkpoints import AuditLogError, issue_checkpoint
 from node.context import NodeContext, open_node
 from node.localfed import build_local_federation
+from node.storage.engine import session_factory
 from node.storage.migrate import upgrade_to_head
 from tests.support.nodes import MX, DatabaseFactory
 
@@ -297,3 +299,44 @@ def test_cli_export_and_independent_verifier(tmp_path: Path) -> None:
     refused = puente("audit", "proof", "inclusion", "--dir", data, "--index", "5")
     assert refused.returncode == 2
     assert "puente: entry_not_covered: entry 5" in refused.stderr
+
+
+async def test_migration_turns_an_old_hash_chain_into_the_tree(database_url: str) -> None:
+    """Entries written before 0002 keep their bytes and become the first leaves."""
+    from alembic import command
+
+    from node.canonical import canonical_json
+    from node.storage.engine import create_engine
+    from node.storage.migrate import alembic_config
+
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(lambda sync: command.upgrade(alembic_config(sync), "0001"))
+            old = [
+                canonical_json({"event": "disclosure.queued", "node": "MX", "seq": i}).decode()
+                for i in range(11)
+            ]
+            for i, entry in enumerate(old):
+                await connection.execute(
+                    text(
+                        "INSERT INTO audit_log (seq, recorded_at, event, entry, prev_hash,"
+                        " entry_hash) VALUES (:s, CURRENT_TIMESTAMP, 'disclosure.queued', :e,"
+                        " :p, :h)"
+                    ),
+                    {"s": i, "e": entry, "p": "0" * 64, "h": "0" * 64},
+                )
+        await upgrade_to_head(engine)
+        sessions = session_factory(engine)
+        async with sessions.begin() as session:
+            await audit.append(
+                session, node="MX", event="after.migration", at=dt.datetime.now(dt.UTC)
+            )
+        async with sessions() as session:
+            assert await audit.first_damaged_entry(session) is None
+            rows = await audit.entries(session)
+            assert [r.entry for r in rows[:11]] == old
+            expected = root_of_entries([r.entry.encode() for r in rows])
+            assert await audit_tree.root_at(session, 12) == expected
+    finally:
+        await engine.dispose()

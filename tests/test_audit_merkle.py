@@ -20,6 +20,7 @@ from audit.errors import VerificationError
 from audit.merkle import (
     EMPTY_ROOT,
     TreeBuilder,
+    replay,
     root_of_entries,
     verify_consistency,
     verify_inclusion,
@@ -140,6 +141,9 @@ def test_roots_agree_with_pymerkle_on_many_sizes() -> None:
         expected = reference.get_root()
         assert node_roots[size] == expected, size
         assert builder.root() == expected, size
+    sizes = [0, 1, 2, 3, 64, 65, 511, 1000, 1100]
+    count, roots = replay(entries, sizes)
+    assert count == 1100 and roots == {s: node_roots[s] for s in sizes}
 
 
 def test_every_proof_verifies_and_any_change_fails_up_to_40_leaves() -> None:
