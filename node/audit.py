@@ -15,12 +15,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NewType
+from typing import Any, NewType, cast
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import Table, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from node import audit_tree
@@ -57,6 +58,55 @@ class AuditEvent:
     details: Mapping[str, Any] = field(default_factory=dict)
 
 
+_ENTRIES = cast(Table, AuditEntry.__table__)
+_TREE = cast(Table, AuditTreeNode.__table__)
+_SAFE_INT = 2**53 - 1  # RFC 8785 numbers are IEEE 754 doubles
+
+
+def _plain_str(text: str) -> bool:
+    return text.isascii() or not any(0xD800 <= ord(c) <= 0xDFFF for c in text)
+
+
+def _plain(body: dict[str, Any]) -> bool:
+    """True if json.dumps gives this entry's RFC 8785 bytes.
+
+    That holds for ASCII keys and values that are strings (without lone
+    surrogates), integers in the IEEE 754 safe range, booleans, null and lists
+    of strings — what entries hold. Anything else (floats, nested objects)
+    takes the general path. Written flat: it runs once per append.
+    """
+    for key, value in body.items():
+        if not key.isascii():
+            return False
+        kind = type(value)
+        if kind is str:
+            if not _plain_str(value):
+                return False
+        elif kind is int:
+            if not -_SAFE_INT <= value <= _SAFE_INT:
+                return False
+        elif kind is list:
+            if not all(type(item) is str and _plain_str(item) for item in value):
+                return False
+        elif value is not None and kind is not bool:
+            return False
+    return True
+
+
+def entry_json(body: dict[str, Any]) -> str:
+    """RFC 8785 canonical JSON of an entry.
+
+    Entries hold strings, integers and lists of names, for which sorted-key
+    json.dumps without spaces or ASCII escaping *is* RFC 8785 (the same key
+    order, string escapes and integer form), at a fraction of the cost;
+    anything else goes through the rfc8785 library. The tests hold the two
+    equal on generated values.
+    """
+    if _plain(body):
+        return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return canonical_json(body).decode("utf-8")
+
+
 def _time(at: dt.datetime) -> str:
     return at.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -78,49 +128,55 @@ def _body(seq: int, node: str, event: AuditEvent) -> dict[str, Any]:
 
 async def append_many(
     session: AsyncSession, *, node: str, events: Sequence[AuditEvent]
-) -> list[AuditEntry]:
-    """Append entries in order, in the caller's transaction; returns them (unattached).
+) -> list[int]:
+    """Append entries in order, in the caller's transaction; returns their ``seq``.
 
     The head row is locked for the rest of the transaction, so concurrent
     writers queue behind it and the tree never forks. Batching many events in
     one transaction is how a busy node reaches high append rates.
     """
+    return [row["seq"] for row in await _append(session, node, events)]
+
+
+async def _append(
+    session: AsyncSession, node: str, events: Sequence[AuditEvent]
+) -> list[dict[str, Any]]:
     head = (
         await session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update())
     ).scalar_one()
     size = head.size
     frontier = audit_tree.unpack(head.frontier)
-    entries: list[AuditEntry] = []
     entry_rows: list[dict[str, Any]] = []
     tree_rows: list[dict[str, Any]] = []
     for event in events:
-        entry = canonical_json(_body(size, node, event)).decode("utf-8")
-        row = {
-            "seq": size,
-            "recorded_at": event.at,
-            "event": event.event,
-            "message_id": event.message_id,
-            "counterparty": event.counterparty,
-            "case_ref": event.case_ref,
-            "purpose": event.purpose,
-            "legal_basis": event.legal_basis,
-            "entry": entry,
-        }
-        entry_rows.append(row)
-        entries.append(AuditEntry(**row))
+        entry = entry_json(_body(size, node, event))
+        entry_rows.append(
+            {
+                "seq": size,
+                "recorded_at": event.at,
+                "event": event.event,
+                "message_id": event.message_id,
+                "counterparty": event.counterparty,
+                "case_ref": event.case_ref,
+                "purpose": event.purpose,
+                "legal_basis": event.legal_basis,
+                "entry": entry,
+            }
+        )
         leaf = audit_tree.leaf_hash(entry.encode("utf-8"))
         for level, index, h in audit_tree.append_leaf(size, frontier, leaf):
-            tree_rows.append({"level": level, "index": index, "hash": h})
+            tree_rows.append({"level": level, "idx": index, "hash": h})
         size += 1
     if not entry_rows:
-        return entries
-    await session.execute(insert(AuditEntry), entry_rows)
-    await session.execute(insert(AuditTreeNode), tree_rows)
+        return entry_rows
+    # Core inserts (executemany): the ORM's per-row bookkeeping is not needed here.
+    await session.execute(insert(_ENTRIES), entry_rows)
+    await session.execute(insert(_TREE), tree_rows)
     head.size = size
     head.frontier = audit_tree.pack(frontier)
     head.head_hash = audit_tree.fold(frontier).hex()
     await session.flush()
-    return entries
+    return entry_rows
 
 
 async def append(
@@ -137,10 +193,10 @@ async def append(
     **details: Any,
 ) -> AuditEntry:
     """Append one entry. ``details`` must hold ids, names and codes only."""
-    (entry,) = await append_many(
+    (row,) = await _append(
         session,
-        node=node,
-        events=[
+        node,
+        [
             AuditEvent(
                 event=event,
                 at=at,
@@ -153,7 +209,7 @@ async def append(
             )
         ],
     )
-    return entry
+    return AuditEntry(**row)  # a detached copy of what was written
 
 
 async def log_size(session: AsyncSession) -> int:

@@ -26,6 +26,7 @@ from audit.merkle import (
     verify_inclusion,
 )
 from node import audit, audit_tree
+from node.canonical import canonical_json
 from node.storage.engine import create_engine, session_factory
 from node.storage.migrate import upgrade_to_head
 
@@ -198,7 +199,7 @@ async def test_stored_tree_gives_the_same_roots_and_proofs(database_url: str) ->
         await upgrade_to_head(engine)
         now = dt.datetime.now(dt.UTC)
         async with sessions.begin() as session:
-            rows = await audit.append_many(
+            seqs = await audit.append_many(
                 session,
                 node="MX",
                 events=[
@@ -206,7 +207,9 @@ async def test_stored_tree_gives_the_same_roots_and_proofs(database_url: str) ->
                     for i in range(37)
                 ],
             )
-        entries = [r.entry.encode() for r in rows]
+        assert seqs == list(range(37))
+        async with sessions() as session:
+            entries = [r.entry.encode() for r in await audit.entries(session)]
         _, roots = in_memory_tree(entries)
         async with sessions() as session:
             for size in (1, 2, 5, 16, 17, 31, 37):
@@ -222,3 +225,21 @@ async def test_stored_tree_gives_the_same_roots_and_proofs(database_url: str) ->
             assert await audit.first_damaged_entry(session) is None
     finally:
         await engine.dispose()
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=st.dictionaries(st.text(), _JSON, max_size=8))
+def test_entry_json_is_rfc8785(body: dict[str, object]) -> None:
+    """The fast path for entries gives the rfc8785 library's bytes, or defers to it."""
+    try:
+        expected = canonical_json(body).decode("utf-8")
+    except Exception:  # values RFC 8785 cannot represent (lone surrogates)
+        return
+    assert audit.entry_json(body) == expected
