@@ -261,13 +261,16 @@ def _diff_node(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
         after = {_member_id(m): m for m in new[list_name]}
         label = labels[list_name]
         for key_id in after.keys() - before.keys():
-            changes.append(f"+ {label} {key_id}{_describe_validity(after[key_id])}")
+            validity = _describe_validity(after[key_id])
+            changes.append(f"+ {label} {key_id}" + (f" ({validity})" if validity else ""))
         for key_id in before.keys() - after.keys():
             changes.append(f"- {label} {key_id}")
         for key_id in before.keys() & after.keys():
             was, now = _describe_validity(before[key_id]), _describe_validity(after[key_id])
             if was != now:
-                changes.append(f"{label} {key_id}:{was or ' always valid'} ->{now}")
+                changes.append(
+                    f"{label} {key_id}: {was or 'always valid'} -> {now or 'always valid'}"
+                )
     old_auth = {a["id"]: a for a in old["authorities"]}
     new_auth = {a["id"]: a for a in new["authorities"]}
     for auth_id in sorted(new_auth.keys() - old_auth.keys()):
@@ -291,7 +294,7 @@ def _describe_validity(member: Mapping[str, Any]) -> str:
         parts.append(f"until {rfc3339(validity.expires)}")
     if validity.revoked_at:
         parts.append(f"REVOKED at {rfc3339(validity.revoked_at)} ({validity.revocation_reason})")
-    return f" ({', '.join(parts)})" if parts else ""
+    return ", ".join(parts)
 
 
 # --- helpers ---------------------------------------------------------------------------------

@@ -54,6 +54,14 @@ def check_directory(
     ``directory_rollback``, ``directory_version_conflict``, ``directory_expired``.
     """
     trusted = effective_operators(previous, trust_root) if previous else trust_root
+    if previous is not None and check_version:
+        claimed = _claimed_version(signed)
+        if claimed is not None and claimed < previous.version:
+            # Refused before the signatures are checked (a refusal needs no trust): an old
+            # directory, likely signed by operators since rotated out, is named for what it is.
+            raise DirectoryError(
+                "directory_rollback", f"version {claimed} is older than the held {previous.version}"
+            )
     _require_threshold(signed, trusted, "the operators the node trusts")
     directory = parse_directory(_document(signed), signed)
     if directory.federation != trust_root.federation:
@@ -156,16 +164,17 @@ class TrustedDirectory:
 
 def _by_version(candidates: Iterable[Mapping[str, Any]]) -> list[tuple[int, Mapping[str, Any]]]:
     """Candidates with the version their payload claims (-1 when unreadable: refused later)."""
-    found: list[tuple[int, Mapping[str, Any]]] = []
-    for signed in candidates:
-        try:
-            document = decode_payload(signed)
-        except (DirectoryError, KeyError, TypeError):
-            found.append((-1, signed))
-            continue
-        version = document.get("version") if isinstance(document, dict) else None
-        found.append((version if isinstance(version, int) else -1, signed))
-    return found
+    return [(_claimed_version(signed) or -1, signed) for signed in candidates]
+
+
+def _claimed_version(signed: Mapping[str, Any]) -> int | None:
+    """The version a payload claims, before any check (only ever used to refuse or order)."""
+    try:
+        document = decode_payload(signed)
+    except (DirectoryError, KeyError, TypeError, AttributeError):
+        return None
+    version = document.get("version") if isinstance(document, dict) else None
+    return version if isinstance(version, int) and not isinstance(version, bool) else None
 
 
 def _document(signed: Mapping[str, Any]) -> Any:
