@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from node import inbox
+from node.checkpoints import issue_checkpoint
 from node.config import AuthorityConfig
 from node.localfed import NodeSpec
 from node.outbox import queue_disclosure
@@ -44,7 +45,7 @@ NOTICE = {
 }
 
 ROLES = ("caseworker", "reception_officer", "auditor", "admin")
-USERS = {
+USERS: dict[str, dict[str, str | None]] = {
     "MX": {
         "caseworker": "mx-inm",
         "reception_officer": None,  # MX serves no reception centre in this test
@@ -86,6 +87,10 @@ MATRIX = (
         201,
         body={"username": "new.user", "role": "auditor", "authority": "dpa-mx"},
     ),
+    Cell("MX", "GET", "/api/v1/audit/checkpoint", ("auditor",), 200),
+    Cell("MX", "GET", "/api/v1/audit/entries", ("auditor",), 200),
+    Cell("GT", "GET", "/api/v1/audit/query?counterparty=MX", ("auditor",), 200),
+    Cell("GT", "GET", "/api/v1/audit/witnessed", ("auditor",), 200),
     Cell("GT", "GET", "/api/v1/inbox", ("reception_officer",), 200),
     Cell("GT", "GET", "/api/v1/inbox/{own}", ("reception_officer",), 200, other_status=404),
     Cell(
@@ -128,6 +133,7 @@ async def test_authorization_matrix(tmp_path: Path, database_factory: DatabaseFa
             body=NOTICE,
         )
         assert await mx.deliverer.run_once() == 2
+        await issue_checkpoint(mx.ctx)  # as the node's schedule would
         tokens: dict[tuple[str, str], str] = {}
         for node_id, by_role in USERS.items():
             for role, authority in by_role.items():

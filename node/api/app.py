@@ -6,9 +6,9 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import web
 
-from node import audit
+from node import audit, audit_api
 from node.api import routes_admin, routes_disclosures, routes_inbox, routes_me, routes_ops
-from node.api.guards import TooManyRequests
+from node.api.guards import Forbidden, TooManyRequests
 from node.api.keys import API_CONTEXT, METRICS, PRINCIPAL, RATE_LIMITER
 from node.api.metrics import ApiMetrics
 from node.api.ratelimit import RateLimiter
@@ -16,11 +16,12 @@ from node.context import NodeContext
 from node.errors import PuenteError
 from node.logs import get_logger
 from node.problems import problem_response
-from node.users import authenticate
+from node.users import Role, authenticate
 
 log = get_logger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+AUDIT_PREFIX = "/api/v1/audit"
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/api/v1/openapi.json"})
 ROUTE_MODULES = (routes_ops, routes_me, routes_disclosures, routes_inbox, routes_admin)
 
@@ -85,6 +86,9 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     ctx = request.app[API_CONTEXT]
     principal = await authenticate(ctx, request.headers.get("Authorization"))
     request[PRINCIPAL] = principal
+    if request.path.startswith(AUDIT_PREFIX + "/") and principal.role != Role.AUDITOR:
+        # The audit API is for auditors only: it names cases, counterparties and users.
+        raise Forbidden("role_forbidden", f"a {principal.role} may not read the audit log")
     limiter = request.app[RATE_LIMITER]
     key = f"user:{principal.user_id}"
     if not limiter.allow(key):
@@ -106,6 +110,9 @@ def create_api_app(
     app[RATE_LIMITER] = RateLimiter(ctx.config.api.rate_per_second, ctx.config.api.burst)
     for module in ROUTE_MODULES:
         module.add_routes(app)
+    audit_api.add_routes(
+        app.router, AUDIT_PREFIX, context_of=lambda request: request.app[API_CONTEXT]
+    )
     for add in extra_routes:
         add(app)
     return app
