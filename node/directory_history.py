@@ -18,6 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from node.directory import Directory, TrustRoot
 from node.storage.directory_models import DirectoryVersion
+from node.storage.engine import create_engine, session_factory
+from node.storage.migrate import upgrade_to_head
 from node.trust import verify_held
 
 
@@ -44,6 +46,18 @@ async def record(
     except IntegrityError:  # another task recorded it first
         return False
     return True
+
+
+async def record_in_database(
+    database_url: str, directory: Directory, *, seen_at: dt.datetime
+) -> bool:
+    """:func:`record` for a command that has no running node (``federation install``)."""
+    engine = create_engine(database_url)
+    try:
+        await upgrade_to_head(engine)
+        return await record(session_factory(engine), directory, seen_at=seen_at)
+    finally:
+        await engine.dispose()
 
 
 async def signed_version(

@@ -201,6 +201,14 @@ def test_operator_workflow(
     )
     assert {row["at_rest"] for row in status} == {"NOT ENCRYPTED"}
     assert "nothing to switch" in puente("keys", "activate", "--dir", gt)
+    # GT keeps every version it installed, for checking old receipts later.
+    history = puente("federation", "history", "--dir", gt).splitlines()
+    assert [line.split()[0] for line in history] == ["v1", "v2", "v3", "v4"]
+    assert json.loads(puente("federation", "history", "--dir", gt, "--version", 1)) == json.loads(
+        v1.read_text()
+    )
+    missing = puente("federation", "history", "--dir", gt, "--version", 9, expect=2)
+    assert missing.startswith("puente: directory_version_unknown:")
 
 
 def sign_and_merge(puente: Puente, base: Path, draft: Path, name: str, keys: list[Path]) -> Path:

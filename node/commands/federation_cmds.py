@@ -13,20 +13,27 @@ machine (``sign``: one signature file each); anyone merges the signatures
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
+import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from node import directory_edit
+from sqlalchemy.exc import SQLAlchemyError
+
+from node import directory_edit, directory_history
 from node.commands._passphrase import (
     UNPROTECTED_WARNING,
     add_passphrase_argument,
     new_passphrase,
     unlocker,
 )
-from node.config import AUTHORITY_KINDS
+from node.commands._util import with_node
+from node.config import AUTHORITY_KINDS, load_config
+from node.context import NodeContext
 from node.directory import Directory, TrustRoot, merge_signatures, sign_directory, valid_signers
-from node.errors import ConfigError, DirectoryError
+from node.errors import ConfigError, DirectoryError, PuenteError
 from node.federation import (
     create_operator_key,
     load_operator_key,
@@ -39,6 +46,8 @@ from node.federation import (
 )
 from node.keys import cert_der_from_pem
 from node.keyvalidity import REVOCATION_REASONS
+from node.storage.directory_models import DirectoryVersion
+from node.storage.migrate import upgrade_to_head
 from node.timeutil import parse_rfc3339, rfc3339
 from node.trust import check_directory, effective_operators, verify_held, verify_initial
 
@@ -156,6 +165,11 @@ def register(sub: Any) -> None:
     install.add_argument("--trust-root", type=Path, required=True)
     install.add_argument("--directory", type=Path, required=True)
     install.set_defaults(handler=install_cmd)
+
+    history = fed_sub.add_parser("history", help="the directory versions a node has verified")
+    history.add_argument("--dir", type=Path, required=True)
+    history.add_argument("--version", type=int, help="write this version's signed JSON")
+    history.set_defaults(handler=history_cmd)
 
     pub = fed_sub.add_parser("publish", help="write files for nodes' URL or file sources")
     pub.add_argument("--directory", type=Path, required=True)
@@ -415,6 +429,36 @@ def install_cmd(args: argparse.Namespace) -> int:
     directory = check_directory(signed, trust_root=trust, previous=held, now=now)
     publish([args.dir], signed, trust_doc)
     print(f"installed directory v{directory.version} into {args.dir}")
+    try:
+        database_url = load_config(args.dir).database_url
+        asyncio.run(directory_history.record_in_database(database_url, directory, seen_at=now))
+    except (PuenteError, OSError, SQLAlchemyError) as exc:
+        # The file is what the node runs on; the history catches up when it starts.
+        print(f"note: not recorded in the directory history yet ({type(exc).__name__})")
+    return 0
+
+
+def history_cmd(args: argparse.Namespace) -> int:
+    """List what the node has verified, or print one version (to check old evidence)."""
+
+    async def work(ctx: NodeContext) -> list[DirectoryVersion] | Mapping[str, Any] | None:
+        await upgrade_to_head(ctx.engine)
+        if args.version is not None:
+            return await directory_history.signed_version(ctx.sessions, args.version)
+        return await directory_history.list_versions(ctx.sessions)
+
+    found = with_node(args.dir, work)
+    if args.version is not None:
+        if found is None:
+            raise DirectoryError("directory_version_unknown", f"no version {args.version} here")
+        print(json.dumps(found, indent=2))
+        return 0
+    assert isinstance(found, list)
+    for row in found:
+        print(
+            f"v{row.version}  first seen {rfc3339(row.first_seen_at)}  "
+            f"expires {rfc3339(row.expires_at)}  sha256 {row.digest}"
+        )
     return 0
 
 
