@@ -59,6 +59,10 @@ class InboundLimits:
     def body_timeout(self) -> float:
         return self._config.inbound_body_timeout
 
+    def in_flight(self, peer: str) -> int:
+        """How many of ``peer``'s requests are being handled now."""
+        return self._in_flight.get(peer, 0)
+
     @asynccontextmanager
     async def admitted(self, peer: str) -> AsyncIterator[None]:
         """Hold one of ``peer``'s request slots, or raise :class:`Throttled`."""

@@ -4,11 +4,13 @@ It forwards raw bytes (the TLS stays end to end, so the nodes still check
 each other's pinned certificates) and, per connection, injects one fault
 chosen by the test's plan:
 
-- ``pass``: forward both ways untouched.
+- ``pass``: forward both ways untouched (and, with ``close_after_bytes``,
+  close the connection once that much of the answers went through, so a
+  keep-alive connection does not carry the rest of the test).
 - ``refuse``: accept, then close at once without reading (a dropped connection).
 - ``blackhole``: accept and read, never connect onward, never answer (a peer
   that accepts and never answers).
-- ``delay``: forward both ways, each chunk ``delay`` seconds late.
+- ``delay``: like ``pass``, each chunk ``delay`` seconds late.
 - ``reset``: once the client has sent ``after_request_bytes`` (so the request
   reached the recipient), reset the client's connection (RST) on the first
   bytes of the answer.
@@ -42,6 +44,7 @@ class Fault:
     after_request_bytes: int = 0
     keep_response_bytes: int = 0
     delay: float = 0.0
+    close_after_bytes: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -146,6 +149,9 @@ class FaultProxy:
                     passed += len(chunk)
                     writer.write(chunk)
                     await writer.drain()
+                    if fault.close_after_bytes and passed >= fault.close_after_bytes:
+                        writer.close()
+                        return
                 writer.write_eof()
 
             await asyncio.gather(upstream(), downstream())
