@@ -25,6 +25,7 @@ from node.safeguards import SafeguardRefused, check_all
 from node.timeutil import rfc3339
 
 MIN_JUSTIFICATION_CHARS = 40
+SHARE_BACK = "case_continuity"  # see plan_share_back
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,12 @@ def plan_disclosure(
     policy = policies.current(doc_type)
     if schema_id is None or policy is None:
         return refused("no_policy", f"no policy for {doc_type}", _empty(case, "no_policy"))
+    if purpose == SHARE_BACK:
+        return refused(
+            "share_back_only",
+            "case_continuity is what a recipient shares back to the case's holder",
+            _empty(case, "share_back_only"),
+        )
     try:
         rule = effective_rule(
             policy,

@@ -29,6 +29,9 @@ CASE_SUMMARIES = frozenset({"return_notice", "case_handoff"})
 # from senders that predate disclosure terms (see docs/consent-and-policy.md).
 TERMS_REQUIRED = frozenset({"case_handoff"})
 MAX_LISTED_FIELDS = 10
+# What a later authority learned, sent back to the holder of her case: rests on the
+# consent's share_back agreement rather than on its purposes and recipients.
+SHARE_BACK = "case_continuity"
 
 
 class TermsRefused(EnvelopeError):
@@ -145,9 +148,13 @@ def _check_consent_scope(
     except ValueError as exc:
         raise TermsRefused("malformed_message", "consent valid_until unreadable") from exc
     me = RecipientRef(message.recipient.node, message.recipient.authority, recipient_kind)
-    if terms["purpose"] not in scope.purposes:
+    if terms["purpose"] == SHARE_BACK:
+        # Back to the authority holding her case, which checks its own record (node.intake).
+        if not scope.share_back:
+            raise TermsRefused("purpose_not_consented", "she did not agree to share-back")
+    elif terms["purpose"] not in scope.purposes:
         raise TermsRefused("purpose_not_consented", "she did not consent to this purpose")
-    if not scope.permits_recipient(me):
+    elif not scope.permits_recipient(me):
         raise TermsRefused("recipient_not_consented", "she did not consent to this recipient")
     if issued >= scope.valid_until:
         raise TermsRefused("consent_expired", "sent after the consent's validity")

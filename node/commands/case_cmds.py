@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -161,6 +162,9 @@ def _register_disclose(sub: Any) -> None:
     exceptions = disclose_sub.add_parser("exceptions", help="disclosures without consent")
     exceptions.add_argument("--dir", type=Path, required=True)
     exceptions.set_defaults(handler=disclose_exceptions)
+
+
+EXIT_REFUSED = 2  # as node.cli
 
 
 def _run(data_dir: Path, work: Any) -> Any:
@@ -416,7 +420,7 @@ def print_preview(preview: Any) -> None:
     for path, reason in sorted(preview.withheld.items()):
         print(f"    - {path:<44} {reason}")
     if plan.refusal is not None:
-        print(f"  REFUSED: {plan.refusal.reason}: {plan.refusal.detail}")
+        print(f"  REFUSED: {plan.refusal.reason}")
 
 
 def disclose_preview(args: argparse.Namespace) -> int:
@@ -430,7 +434,11 @@ def disclose_preview(args: argparse.Namespace) -> int:
         _print_json(preview.as_json())
     else:
         print_preview(preview)
-    return 0 if preview.ok else 2
+    if preview.plan.refusal is not None:
+        refusal = preview.plan.refusal
+        print(f"puente: {refusal.reason}: {refusal.detail}", file=sys.stderr)
+        return EXIT_REFUSED
+    return 0
 
 
 def disclose_send(args: argparse.Namespace) -> int:
