@@ -146,14 +146,20 @@ async def _append(
     ).scalar_one()
     size = head.size
     frontier = audit_tree.unpack(head.frontier)
+    # recorded_at never goes backwards along seq (the entry's own "time" is exact), so
+    # auditors' time ranges are seq ranges: see audit_queries.query_entries.
+    last = (
+        await session.execute(select(AuditEntry.recorded_at).where(AuditEntry.seq == size - 1))
+    ).scalar_one_or_none()
     entry_rows: list[dict[str, Any]] = []
     tree_rows: list[dict[str, Any]] = []
     for event in events:
         entry = entry_json(_body(size, node, event))
+        last = event.at if last is None or event.at >= last else last
         entry_rows.append(
             {
                 "seq": size,
-                "recorded_at": event.at,
+                "recorded_at": last,
                 "event": event.event,
                 "message_id": event.message_id,
                 "counterparty": event.counterparty,

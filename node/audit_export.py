@@ -14,6 +14,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from node.audit import log_size
 from node.checkpoints import cosigned_note, identity_of, issue_checkpoint
 from node.context import NodeContext
 from node.storage.audit_models import AuditCheckpoint, AuditTreeNode
@@ -36,45 +37,40 @@ async def export_log(ctx: NodeContext, out: Path) -> ExportSummary:
     checkpoint = await issue_checkpoint(ctx)
     out.mkdir(parents=True, exist_ok=True)
     (out / "checkpoints").mkdir(exist_ok=True)
-    count = 0
     async with ctx.sessions() as session:
-        with (out / "entries.jsonl").open("wb") as entries:
-            while True:
-                rows = (
-                    await session.execute(
-                        select(AuditEntry.entry)
-                        .where(AuditEntry.seq >= count)
-                        .order_by(AuditEntry.seq)
-                        .limit(BATCH)
-                    )
-                ).scalars()
-                batch = [row.encode("utf-8") + b"\n" for row in rows]
-                if not batch:
-                    break
-                entries.writelines(batch)
-                count += len(batch)
-        with (out / "leaf-hashes").open("wb") as leaves:
-            done = 0
-            while True:
-                hashes = list(
-                    (
-                        await session.execute(
-                            select(AuditTreeNode.hash)
-                            .where(AuditTreeNode.level == 0, AuditTreeNode.index >= done)
-                            .order_by(AuditTreeNode.index)
-                            .limit(BATCH)
-                        )
-                    ).scalars()
+        total = await log_size(session)
+        note = await cosigned_note(session, checkpoint)
+        earlier = [
+            (row.tree_size, row.note)
+            for row in (await session.execute(select(AuditCheckpoint))).scalars()
+            if row.tree_size != checkpoint.tree_size
+        ]
+    # The log is append-only, so reading [0, total) in short transactions is as
+    # consistent as one long one, and never holds up the node's writers.
+    with (out / "entries.jsonl").open("wb") as entries, (out / "leaf-hashes").open("wb") as leaves:
+        for start in range(0, total, BATCH):
+            end = min(start + BATCH, total)
+            async with ctx.sessions() as session:
+                rows = await session.execute(
+                    select(AuditEntry.entry)
+                    .where(AuditEntry.seq >= start, AuditEntry.seq < end)
+                    .order_by(AuditEntry.seq)
                 )
-                if not hashes:
-                    break
-                leaves.writelines(bytes(h) for h in hashes)
-                done += len(hashes)
-        (out / "checkpoint").write_text(await cosigned_note(session, checkpoint), "utf-8")
-        for row in (await session.execute(select(AuditCheckpoint))).scalars():
-            if row.tree_size != checkpoint.tree_size:
-                (out / "checkpoints" / str(row.tree_size)).write_text(row.note, "utf-8")
+                entries.writelines(row.encode("utf-8") + b"\n" for row in rows.scalars())
+                hashes = await session.execute(
+                    select(AuditTreeNode.hash)
+                    .where(
+                        AuditTreeNode.level == 0,
+                        AuditTreeNode.index >= start,
+                        AuditTreeNode.index < end,
+                    )
+                    .order_by(AuditTreeNode.index)
+                )
+                leaves.writelines(bytes(h) for h in hashes.scalars())
+    (out / "checkpoint").write_text(note, "utf-8")
+    for tree_size, earlier_note in earlier:
+        (out / "checkpoints" / str(tree_size)).write_text(earlier_note, "utf-8")
     (out / "vkey").write_text(identity.verifier_key + "\n", "utf-8")
     keys = [str(m.audit_log["witness_key"]) for m in witnesses(ctx) if m.audit_log]
     (out / "witnesses").write_text("".join(k + "\n" for k in keys), "utf-8")
-    return ExportSummary(entries=count, tree_size=checkpoint.tree_size, directory=out)
+    return ExportSummary(entries=total, tree_size=checkpoint.tree_size, directory=out)

@@ -161,7 +161,33 @@ async def query_entries(ctx: NodeContext, query: EntryQuery) -> list[AuditEntry]
     """Entries matching every given filter, in log order, from ``start`` (keyset paging)."""
     if not 0 < query.limit <= MAX_LIMIT or query.start < 0:
         raise AuditQueryError("bad_range", f"limit is 1..{MAX_LIMIT}, start at least 0")
-    statement = select(AuditEntry).where(AuditEntry.seq >= query.start)
+    async with ctx.sessions() as session:
+        return await _query(session, query)
+
+
+async def _first_seq_at(session: AsyncSession, moment: dt.datetime) -> int | None:
+    """The first entry recorded at or after ``moment`` (recorded_at is monotonic in seq)."""
+    found = await session.execute(
+        select(AuditEntry.seq)
+        .where(AuditEntry.recorded_at >= moment)
+        .order_by(AuditEntry.recorded_at, AuditEntry.seq)
+        .limit(1)
+    )
+    return found.scalar_one_or_none()
+
+
+async def _query(session: AsyncSession, query: EntryQuery) -> list[AuditEntry]:
+    start, end = query.start, None
+    if query.since is not None:
+        first = await _first_seq_at(session, query.since)
+        if first is None:
+            return []
+        start = max(start, first)
+    if query.until is not None:
+        end = await _first_seq_at(session, query.until)
+    statement = select(AuditEntry).where(AuditEntry.seq >= start)
+    if end is not None:
+        statement = statement.where(AuditEntry.seq < end)
     for column, value in (
         (AuditEntry.case_ref, query.case_ref),
         (AuditEntry.counterparty, query.counterparty),
@@ -176,8 +202,7 @@ async def query_entries(ctx: NodeContext, query: EntryQuery) -> list[AuditEntry]
     if query.until is not None:
         statement = statement.where(AuditEntry.recorded_at < query.until)
     statement = statement.order_by(AuditEntry.seq).limit(query.limit)
-    async with ctx.sessions() as session:
-        return list((await session.execute(statement)).scalars())
+    return list((await session.execute(statement)).scalars())
 
 
 def case_ref_for(ctx: NodeContext, case_id: str) -> str:

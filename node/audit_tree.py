@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from node.storage.audit_models import AuditTreeNode
@@ -152,10 +152,19 @@ async def fetch_nodes(session: AsyncSession, nodes: Iterable[Node]) -> dict[Node
     wanted = sorted(set(nodes))
     if not wanted:
         return {}
-    rows = await session.execute(
-        select(AuditTreeNode.level, AuditTreeNode.index, AuditTreeNode.hash).where(
-            tuple_(AuditTreeNode.level, AuditTreeNode.index).in_(wanted)
+    by_level: dict[int, list[int]] = {}
+    for level, index in wanted:
+        by_level.setdefault(level, []).append(index)
+    # One (level = ? AND idx IN (...)) term per level: both SQLite and PostgreSQL
+    # answer it with primary-key lookups (SQLite scans the table for a row-value IN).
+    condition = or_(
+        *(
+            and_(AuditTreeNode.level == level, AuditTreeNode.index.in_(indexes))
+            for level, indexes in by_level.items()
         )
+    )
+    rows = await session.execute(
+        select(AuditTreeNode.level, AuditTreeNode.index, AuditTreeNode.hash).where(condition)
     )
     found = {(level, index): bytes(h) for level, index, h in rows}
     missing = [n for n in wanted if n not in found]

@@ -208,6 +208,13 @@ async def test_queries_subject_report_and_csv(node: NodeContext) -> None:
     to_gt = await audit_queries.query_entries(node, q(counterparty="GT", legal_basis="consent"))
     assert [r.seq for r in to_gt] == [1, 5, 7]
     assert len(await audit_queries.query_entries(node, q(start=8, limit=5))) == 2
+    everything = await audit_queries.query_entries(node, q())
+    since, until = everything[3].recorded_at, everything[7].recorded_at
+    window = await audit_queries.query_entries(node, q(since=since, until=until))
+    assert [r.seq for r in window] == [r.seq for r in everything if since <= r.recorded_at < until]
+    assert window and window[0].seq >= 3
+    later = until + dt.timedelta(days=1)
+    assert await audit_queries.query_entries(node, q(since=later)) == []
     report = await audit_queries.subject_report(node, CASE)
     assert report["disclosures"] == 6 and report["counterparties"] == ["GT", "HN"]
     assert CASE not in json.dumps(report)

@@ -126,11 +126,13 @@ class AuditEntry(Base):
 
     __table_args__ = (
         SqlIndex("ix_audit_message", "message_id"),
-        SqlIndex("ix_audit_counterparty_time", "counterparty", "recorded_at"),
+        # (column, seq): a query walks one value's entries in log order and stops at its limit.
+        SqlIndex("ix_audit_counterparty_seq", "counterparty", "seq"),
         SqlIndex("ix_audit_case_ref", "case_ref", "seq"),
-        SqlIndex("ix_audit_purpose_time", "purpose", "recorded_at"),
-        SqlIndex("ix_audit_legal_basis_time", "legal_basis", "recorded_at"),
-        SqlIndex("ix_audit_time", "recorded_at"),
+        SqlIndex("ix_audit_purpose_seq", "purpose", "seq"),
+        SqlIndex("ix_audit_legal_basis_seq", "legal_basis", "seq"),
+        # recorded_at never decreases along seq, so a time bound is one lookup here.
+        SqlIndex("ix_audit_time", "recorded_at", "seq"),
     )
 
 

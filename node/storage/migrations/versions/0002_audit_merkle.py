@@ -39,10 +39,12 @@ def upgrade() -> None:
         batch.add_column(sa.Column("case_ref", sa.String(64), nullable=True))
         batch.add_column(sa.Column("purpose", sa.String(64), nullable=True))
         batch.add_column(sa.Column("legal_basis", sa.String(64), nullable=True))
+        batch.drop_index("ix_audit_counterparty_time")
+        batch.create_index("ix_audit_counterparty_seq", ["counterparty", "seq"])
         batch.create_index("ix_audit_case_ref", ["case_ref", "seq"])
-        batch.create_index("ix_audit_purpose_time", ["purpose", "recorded_at"])
-        batch.create_index("ix_audit_legal_basis_time", ["legal_basis", "recorded_at"])
-        batch.create_index("ix_audit_time", ["recorded_at"])
+        batch.create_index("ix_audit_purpose_seq", ["purpose", "seq"])
+        batch.create_index("ix_audit_legal_basis_seq", ["legal_basis", "seq"])
+        batch.create_index("ix_audit_time", ["recorded_at", "seq"])
     with op.batch_alter_table("audit_head") as batch:
         batch.add_column(sa.Column("frontier", sa.LargeBinary(), nullable=True))
     op.create_table(
