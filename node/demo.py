@@ -28,6 +28,7 @@ from node.config import AuthorityConfig, load_config
 from node.context import NodeContext, open_node
 from node.demo_api import provision_demo_users
 from node.demo_audit import tell_audit_story
+from node.demo_consent import tell_consent_story
 from node.localfed import NodeSpec, build_local_federation
 from node.outbox import queue_disclosure
 from node.receipts import verify_receipt
@@ -50,6 +51,14 @@ DEMO_NODES = (
                     "en": "National Migration Institute (demo)",
                 },
             ),
+            AuthorityConfig(
+                "mx-comar",
+                "protection_agency",
+                {
+                    "es": "Comisión Mexicana de Ayuda a Refugiados (demo)",
+                    "en": "Mexican Commission for Refugee Aid (demo)",
+                },
+            ),
         ),
     ),
     NodeSpec(
@@ -62,6 +71,14 @@ DEMO_NODES = (
                 {
                     "es": "Centro de Recepción de Retornados, La Aurora (demo)",
                     "en": "Returnee Reception Centre, La Aurora (demo)",
+                },
+            ),
+            AuthorityConfig(
+                "gt-consulado-tapachula",
+                "consulate",
+                {
+                    "es": "Consulado de Guatemala en Tapachula (demo)",
+                    "en": "Consulate of Guatemala in Tapachula (demo)",
                 },
             ),
         ),
@@ -206,6 +223,7 @@ async def tell_story(base: Path, out: TextIO, patience: float) -> bool:
                 f"{where}",
                 file=out,
             )
+        ok = await tell_consent_story(contexts, out, patience) and ok
         ok = await tell_audit_story(contexts, base, out) and ok
         delivered = sum(1 for r in rows if r.state == "delivered")
         print(

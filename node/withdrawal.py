@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from node.context import NodeContext
@@ -60,7 +60,15 @@ async def apply_withdrawal(
 
     condition: ColumnElement[bool] = ReceivedSummary.message_id.in_(list(named))
     if scope == "full":
-        condition = or_(condition, ReceivedSummary.consent_id == consent_id)
+        # Everything under the consent that came to this authority (each authority
+        # that received data gets its own withdrawal), named or not.
+        condition = or_(
+            condition,
+            and_(
+                ReceivedSummary.consent_id == consent_id,
+                ReceivedSummary.recipient_authority == message.recipient.authority,
+            ),
+        )
     rows = list(
         (
             await session.execute(

@@ -18,6 +18,11 @@ def test_demo_once_exits_zero_and_reports_every_receipt(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "5/5 notices received and receipted. OK" in result.stdout
     assert result.stdout.count("receipt signed by") == 5
+    # A consulate's handoff: previewed, sent, withdrawn, erased at both recipients.
+    assert result.stdout.count("preview of the case_handoff to MX/") == 2
+    assert result.stdout.count("held only encrypted under its own data key: yes") == 2
+    assert result.stdout.count("signed erasure receipt from MX") == 2
+    assert "2/2 recipients confirmed erasure. OK" in result.stdout
     # Each node's signed checkpoint, cosigned by both peers, and the verifier's verdict.
     assert result.stdout.count("| \u2014 puente.int/witness/") == 6
     assert result.stdout.count("OK: puente.int/audit/") == 3
