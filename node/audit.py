@@ -80,13 +80,16 @@ def _plain(body: dict[str, Any]) -> bool:
             return False
         kind = type(value)
         if kind is str:
-            if not _plain_str(value):
+            if not value.isascii() and not _plain_str(value):
                 return False
         elif kind is int:
             if not -_SAFE_INT <= value <= _SAFE_INT:
                 return False
         elif kind is list:
-            if not all(type(item) is str and _plain_str(item) for item in value):
+            if not all(type(item) is str for item in value):
+                return False
+            joined = "".join(value)  # one C-speed check for the usual all-ASCII names
+            if not joined.isascii() and not _plain_str(joined):
                 return False
         elif value is not None and kind is not bool:
             return False
