@@ -28,7 +28,7 @@ from node.context import NodeContext
 from node.outbox import DisclosureRefused, queue_disclosure
 from node.planning import Plan, VitalInterest, plan_disclosure
 from node.policy import default_policy_set
-from node.storage.consent_models import CaseDisclosure, ConsentRow
+from node.storage.consent_models import CaseDisclosure, CaseRow, ConsentRow
 from node.storage.models import Disclosure
 from node.summaries import audit_case_ref
 from node.timeutil import rfc3339
@@ -42,6 +42,7 @@ class Preview:
     case_ref: str
     sender_authority: str
     plan: Plan
+    case_updated_at: dt.datetime  # the version of the case it was computed from
 
     @property
     def ok(self) -> bool:
@@ -143,7 +144,7 @@ async def preview_disclosure(
         ),
         consent_id=consent_id,
     )
-    return Preview(record.case_id, record.case_ref, sender, plan)
+    return Preview(record.case_id, record.case_ref, sender, plan, record.updated_at)
 
 
 async def disclose(
@@ -159,7 +160,7 @@ async def disclose(
     vital_interest: str | None = None,
     ttl: dt.timedelta | None = None,
 ) -> Sent:
-    """Queue the previewed summary, or raise the refusal the preview carries."""
+    """Plan and queue a summary in one step (:func:`preview_disclosure` + :func:`send_preview`)."""
     preview = await preview_disclosure(
         ctx,
         case=case,
@@ -171,7 +172,19 @@ async def disclose(
         consent_id=consent_id,
         vital_interest=vital_interest,
     )
+    return await send_preview(ctx, preview, ttl=ttl)
+
+
+async def send_preview(
+    ctx: NodeContext, preview: Preview, *, ttl: dt.timedelta | None = None
+) -> Sent:
+    """Queue exactly what a caseworker previewed, or raise the refusal it carries.
+
+    Refused as ``preview_stale`` if the case or the consent changed since.
+    """
     plan = preview.plan
+    recipient_node, recipient_authority = plan.recipient.node, plan.recipient.authority
+    doc_type, purpose = plan.doc_type, plan.purpose
     if plan.refusal is not None or plan.terms is None or plan.rule is None:
         reason = plan.refusal.reason if plan.refusal else "disclosure_refused"
         detail = plan.refusal.detail if plan.refusal else ""
@@ -183,6 +196,9 @@ async def disclose(
     async with ctx.sessions.begin() as session:
         if plan.consent is not None:
             await _recheck_consent(session, plan.consent)
+        case_row = await session.get(CaseRow, preview.case_id, with_for_update=True)
+        if case_row is None or case_row.updated_at != preview.case_updated_at:
+            raise DisclosureRefused("preview_stale", "the case changed; preview again")
         row = await queue_disclosure(
             ctx,
             sender_authority=preview.sender_authority,
@@ -239,7 +255,7 @@ async def _recheck_consent(session: AsyncSession, planned: ConsentRecord) -> Non
     current = ConsentRecord.from_document(row.record) if row is not None else None
     if current is None or current.history != planned.history:
         # Withdrawn or narrowed since the plan was made: plan again, never send the old one.
-        raise DisclosureRefused("consent_changed", "the consent changed; preview again")
+        raise DisclosureRefused("preview_stale", "the consent changed; preview again")
 
 
 async def _audit_refusal(ctx: NodeContext, preview: Preview, reason: str) -> None:

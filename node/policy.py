@@ -229,6 +229,12 @@ def effective_rule(
     return EffectiveRule(policy, rule, tuple(applied), retention)
 
 
+def _document_fields(doc_type: str) -> frozenset[str]:
+    """The top-level members the document type's schema allows."""
+    schema = schemas.schema_document(schemas.DOCUMENT_SCHEMAS[doc_type])
+    return frozenset(schema.get("properties", {}))
+
+
 def parse_policy(document: Mapping[str, Any]) -> Policy:
     """Validate and parse a policy document; raises :class:`PolicyError`."""
     try:
@@ -236,6 +242,7 @@ def parse_policy(document: Mapping[str, Any]) -> Policy:
     except SchemaError as exc:
         raise PolicyError("policy_invalid", exc.detail) from exc
     categories = {name: tuple(patterns) for name, patterns in document["categories"].items()}
+    roots = _document_fields(document["doc_type"])
     rules = []
     seen: set[tuple[str, str]] = set()
     for raw in document["rules"]:
@@ -246,6 +253,11 @@ def parse_policy(document: Mapping[str, Any]) -> Policy:
                 )
             seen.add((raw["purpose"], kind))
         for pattern in raw["fields"]:
+            root = pattern.split(".")[0].removesuffix("[]")
+            if root not in roots:
+                raise PolicyError(
+                    "policy_invalid", f"{document['doc_type']} has no field {root} ({pattern})"
+                )
             if not any(
                 path_matches(c, pattern) or path_matches(pattern, c)
                 for patterns in categories.values()

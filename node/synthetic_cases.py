@@ -99,7 +99,11 @@ def interviewed_case(
                 interpreter=interpreter,
             )
             + coverage(
-                ["social_risk"], node=node, authority=authority, asked_at=asked_at, language=language
+                ["social_risk"],
+                node=node,
+                authority=authority,
+                asked_at=asked_at,
+                language=language,
             ),
         },
         "services_given": [

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from node import schemas
+from node.cases import record_interview
 from node.consent import (
     ConsentError,
     ConsentRecord,
@@ -36,8 +37,9 @@ from node.consents import (
     record_consent,
     withdraw_consent,
 )
-from node.disclose import disclose
+from node.disclose import disclose, preview_disclosure, send_preview
 from node.outbox import DisclosureRefused
+from node.storage.consent_models import CaseDisclosure
 from node.storage.models import Disclosure
 from node.synthetic_cases import consent_draft
 from tests.support.cases import (
@@ -55,6 +57,7 @@ LATER = NOW + dt.timedelta(days=31)
 COMAR = RecipientRef("MX", "mx-comar", "protection_agency")
 INM = RecipientRef("MX", "mx-inm", "migration_authority")
 OFFICER = Officer("GT", CONSULATE, "officer-7")
+DISABILITY_ASKED = {"topic": "disability", "language": "es", "interpreter": False}
 
 
 def record(**overrides: Any) -> ConsentRecord:
@@ -357,3 +360,51 @@ async def test_the_service_refuses_what_it_cannot_record(
         with pytest.raises(ConsentError) as unknown:
             await withdraw_consent(gt.ctx, str(uuid.uuid4()), by=OFFICER)
         assert unknown.value.reason == "unknown_consent"
+
+
+async def test_a_preview_is_sent_exactly_or_refused_as_stale(
+    tmp_path: Path, database_factory: DatabaseFactory
+) -> None:
+    clock = MovableClock()
+    async with live_federation(tmp_path, database_factory, CASE_SPECS, clock=clock) as nodes:
+        gt = nodes["GT"]
+        case, consent = await new_case(gt.ctx, "GT-TEST-000103", recipients=[{"country": "MX"}])
+        request = {
+            "case": case.case_ref,
+            "doc_type": "case_handoff",
+            "purpose": "protection_referral",
+            "recipient_node": "MX",
+            "recipient_authority": "mx-comar",
+        }
+        preview = await preview_disclosure(gt.ctx, **request)
+        clock.advance(dt.timedelta(minutes=10))  # the caseworker reads it first
+        sent = await send_preview(gt.ctx, preview)
+        assert sent.preview is preview
+        async with gt.ctx.sessions() as session:
+            row = await session.get(CaseDisclosure, sent.message_id)
+        assert row is not None and row.retain_until == preview.plan.retain_until
+
+        # The case changed after the preview: the preview is not what would go now.
+        stale = await preview_disclosure(gt.ctx, **request)
+        await record_interview(
+            gt.ctx,
+            case.case_ref,
+            authority=CONSULATE,
+            interview={
+                "coverage": [{"topic": "disability", "language": "es", "interpreter": False}]
+            },
+        )
+        with pytest.raises(DisclosureRefused) as changed_case:
+            await send_preview(gt.ctx, stale)
+        assert changed_case.value.reason == "preview_stale"
+        # So did the consent.
+        stale = await preview_disclosure(gt.ctx, **request)
+        await narrow_consent(
+            gt.ctx,
+            consent.consent_id,
+            dataclasses.replace(consent.scope, share_back=False),
+            by=OFFICER,
+        )
+        with pytest.raises(DisclosureRefused) as changed_consent:
+            await send_preview(gt.ctx, stale)
+        assert changed_consent.value.reason == "preview_stale"

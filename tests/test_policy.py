@@ -106,6 +106,7 @@ def test_a_newer_policy_version_becomes_current_and_the_old_one_still_resolves()
         (lambda d: d.update(doc_type="diary"), "policy_invalid"),
         (lambda d: d["rules"][0].update(retention_days=0), "policy_invalid"),
         (lambda d: d["categories"].update(gossip=["interview"]), "policy_invalid"),
+        (lambda d: d["rules"][0]["fields"].append("diary.entries"), "policy_invalid"),
     ],
 )
 def test_invalid_policies_are_refused(mutate: Any, reason: str) -> None:
