@@ -23,14 +23,23 @@ from openapi_spec_validator import validate
 
 from node import users
 from node.api.openapi import openapi_document
-from node.config import CONFIG_FILE, load_config
+from node.config import CONFIG_FILE, AuthorityConfig, load_config
 from node.context import open_node
 from node.demo import start_node, wait_for_port
-from node.localfed import build_local_federation
+from node.localfed import NodeSpec, build_local_federation
 from node.storage.migrate import upgrade_to_head
-from tests.support.nodes import GT, MX
+from tests.support.nodes import MX
 
+GT_WITH_CONSULATE = NodeSpec(
+    "GT",
+    "Guatemala (test)",
+    (
+        AuthorityConfig("gt-reception", "reception_centre", {"es": "Recepción"}),
+        AuthorityConfig("gt-consulate", "consulate", {"es": "Consulado"}),
+    ),
+)
 ROLE_USERS = (
+    ("consul", "caseworker", "gt-consulate"),
     ("officer", "reception_officer", "gt-reception"),
     ("auditor", "auditor", "dpa-gt"),
     ("admin", "admin", "gt-operator"),
@@ -59,7 +68,7 @@ async def _tokens(data_dir: Path) -> dict[str, str]:
 @pytest.fixture
 def served_node(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
     dirs = build_local_federation(
-        tmp_path, (MX, GT), federation="test-federation", now=dt.datetime.now(dt.UTC)
+        tmp_path, (MX, GT_WITH_CONSULATE), federation="test-federation", now=dt.datetime.now(dt.UTC)
     )
     gt_dir = dirs["GT"]
     config_path = gt_dir / CONFIG_FILE

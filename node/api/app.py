@@ -7,9 +7,16 @@ from collections.abc import Awaitable, Callable, Iterable
 from aiohttp import web
 
 from node import audit, audit_api
-from node.api import routes_admin, routes_disclosures, routes_inbox, routes_me, routes_ops
+from node.api import (
+    routes_admin,
+    routes_cases,
+    routes_disclosures,
+    routes_inbox,
+    routes_me,
+    routes_ops,
+)
 from node.api.guards import Forbidden, TooManyRequests
-from node.api.keys import API_CONTEXT, METRICS, PRINCIPAL, RATE_LIMITER
+from node.api.keys import API_CONTEXT, METRICS, ON_QUEUED, PRINCIPAL, RATE_LIMITER
 from node.api.metrics import ApiMetrics
 from node.api.ratelimit import RateLimiter
 from node.context import NodeContext
@@ -23,7 +30,14 @@ log = get_logger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 AUDIT_PREFIX = "/api/v1/audit"
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/api/v1/openapi.json"})
-ROUTE_MODULES = (routes_ops, routes_me, routes_disclosures, routes_inbox, routes_admin)
+ROUTE_MODULES = (
+    routes_ops,
+    routes_me,
+    routes_cases,
+    routes_disclosures,
+    routes_inbox,
+    routes_admin,
+)
 
 _HTTP_REASONS = {
     404: "not_found",
@@ -98,9 +112,12 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 
 def create_api_app(
-    ctx: NodeContext, extra_routes: Iterable[Callable[[web.Application], None]] = ()
+    ctx: NodeContext,
+    extra_routes: Iterable[Callable[[web.Application], None]] = (),
+    *,
+    on_queued: Callable[[], None] | None = None,
 ) -> web.Application:
-    """The local API. ``extra_routes`` lets features (e.g. the audit API) add theirs."""
+    """The local API. ``on_queued`` wakes the deliverer after a disclosure is queued."""
     app = web.Application(
         middlewares=[problems_middleware, auth_middleware],
         client_max_size=ctx.config.api.max_body_bytes,
@@ -108,6 +125,8 @@ def create_api_app(
     app[API_CONTEXT] = ctx
     app[METRICS] = ApiMetrics()
     app[RATE_LIMITER] = RateLimiter(ctx.config.api.rate_per_second, ctx.config.api.burst)
+    if on_queued is not None:
+        app[ON_QUEUED] = on_queued
     for module in ROUTE_MODULES:
         module.add_routes(app)
     audit_api.add_routes(

@@ -129,8 +129,10 @@ async def _serve(data_dir: Path, args: argparse.Namespace) -> None:
     api_runner = None
     if ctx.config.api.port:
         from node.api.app import create_api_app, start_api_site
+        from node.appkeys import DELIVERER
 
-        api_runner = await start_api_site(create_api_app(ctx), ctx)
+        deliverer = app[DELIVERER]
+        api_runner = await start_api_site(create_api_app(ctx, on_queued=deliverer.wake), ctx)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
