@@ -3,16 +3,26 @@
 Every schema is JSON Schema 2020-12 with a versioned ``$id``. Validation errors
 name the JSON pointer and the failed keyword, never the offending value: a
 value may be case content, and refusals end up in logs and audit entries.
+
+Validation takes a fast path first: ``jsonschema-rs`` (compiled) answers
+"valid?", and only an instance it does not accept goes to the reference
+``jsonschema`` validator, which has the last word and words the refusal.
+``jsonschema-rs`` is given ``jsonschema``'s own format checkers, so the fast
+path can only be stricter: what it accepts, ``jsonschema`` accepts too
+(tests/test_schemas_fastpath.py), and every verdict and refusal is
+``jsonschema``'s. Schema validation was most of the cost of opening an
+envelope (BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
+import jsonschema_rs
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
@@ -75,6 +85,41 @@ def validator(schema_id: str) -> Draft202012Validator:
     )
 
 
+@cache
+def _fast_registry() -> jsonschema_rs.Registry:
+    return jsonschema_rs.Registry(list(_all_schemas().items()))
+
+
+@cache
+def _fast_validator(schema_id: str) -> jsonschema_rs.Validator:
+    """The compiled validator for one schema id, with ``jsonschema``'s format checkers."""
+    validator(schema_id)  # the same refusal for an unknown schema id
+    checker = Draft202012Validator.FORMAT_CHECKER
+    return jsonschema_rs.validator_for(
+        _all_schemas()[schema_id],
+        registry=_fast_registry(),
+        validate_formats=True,
+        # The same format semantics as the reference validator (jsonschema-rs's
+        # own checkers differ at the edges, e.g. which UUID spellings pass).
+        formats={name: partial(checker.conforms, format=name) for name in checker.checkers},
+    )
+
+
+def _fast_accepts(schema_id: str, instance: Any) -> bool:
+    """True if the compiled validator accepts ``instance``; False means "ask jsonschema"."""
+    try:
+        return _fast_validator(schema_id).is_valid(instance)
+    except ValueError:  # a value JSON has no type for (a tuple, a mapping proxy, ...)
+        return False
+
+
+def is_valid(schema_id: str, instance: Any) -> bool:
+    """Whether ``instance`` conforms to the schema (the verdict :func:`validate` gives)."""
+    if _fast_accepts(schema_id, instance):
+        return True
+    return validator(schema_id).is_valid(instance)
+
+
 def schema_ids() -> list[str]:
     """Every schema id shipped in ``schemas/``."""
     return sorted(_all_schemas())
@@ -87,6 +132,8 @@ def schema_document(schema_id: str) -> dict[str, Any]:
 
 def validate(schema_id: str, instance: Any, *, reason: str = "schema_invalid") -> None:
     """Raise :class:`SchemaError` listing where and why ``instance`` fails."""
+    if _fast_accepts(schema_id, instance):
+        return
     errors = sorted(validator(schema_id).iter_errors(instance), key=lambda e: list(e.path))
     if errors:
         where = [
