@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,6 +64,8 @@ class NodeContext:
     crash_points: CrashPoints = field(default_factory=CrashPoints)
     # The audit log's origin and keys (node.audit_keys); None for a data dir made before them.
     audit: AuditIdentity | None = None
+    # Called once a queued disclosure is committed: the deliverer wakes at once.
+    queued_listeners: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def node_id(self) -> str:
@@ -70,6 +73,11 @@ class NodeContext:
 
     def now(self) -> dt.datetime:
         return self.clock()
+
+    def disclosure_queued(self) -> None:
+        """Tell this process's deliverer (if any) that there is new work."""
+        for listener in self.queued_listeners:
+            listener()
 
     async def close(self) -> None:
         await self.engine.dispose()

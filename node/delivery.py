@@ -43,6 +43,7 @@ class Deliverer:
         self._queues: dict[str, PeerQueue] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._last_orphan_sweep: float | None = None
+        ctx.queued_listeners.append(self.wake)
 
     def wake(self) -> None:
         """Something was queued: every peer queue looks for work now."""
@@ -89,6 +90,8 @@ class Deliverer:
             self._tasks.clear()
 
     async def close(self) -> None:
+        if self.wake in self.ctx.queued_listeners:
+            self.ctx.queued_listeners.remove(self.wake)
         for queue in self._queues.values():
             await queue.close()
         self._queues.clear()

@@ -48,8 +48,12 @@ class DisclosureView:
     has_receipt: bool
 
     @classmethod
-    def of(cls, row: Disclosure) -> DisclosureView:
+    def of(cls, row: Disclosure, queue_head_due: dt.datetime | None = None) -> DisclosureView:
+        """The view of ``row``; a pending one waits at least until its queue's head is due."""
         pending = row.state in ("queued", "sending")
+        next_attempt = row.next_attempt_at
+        if queue_head_due is not None and queue_head_due > next_attempt:
+            next_attempt = queue_head_due
         return cls(
             message_id=row.message_id,
             doc_type=row.doc_type,
@@ -60,7 +64,7 @@ class DisclosureView:
             attempts=row.attempts,
             created_at=row.created_at,
             expires_at=row.expires_at,
-            next_attempt_at=row.next_attempt_at if pending else None,
+            next_attempt_at=next_attempt if pending else None,
             delivered_at=row.delivered_at,
             refusal_reason=row.refusal_reason,
             last_error=row.last_error,
@@ -189,12 +193,30 @@ async def disclosures(
     if before is not None:
         query = query.where(Disclosure.created_at < before)
     async with ctx.sessions() as session:
-        rows = (await session.execute(query.limit(max(1, min(limit, MAX_PAGE))))).scalars()
-        return [DisclosureView.of(row) for row in rows]
+        rows = list((await session.execute(query.limit(max(1, min(limit, MAX_PAGE))))).scalars())
+    heads = await _queue_heads_due(ctx, {r.recipient_node for r in rows if _pending(r)})
+    return [DisclosureView.of(row, heads.get(row.recipient_node)) for row in rows]
 
 
 async def disclosure(ctx: NodeContext, message_id: str) -> DisclosureView | None:
     """One disclosure's state, or None."""
     async with ctx.sessions() as session:
         row = await session.get(Disclosure, message_id)
-    return DisclosureView.of(row) if row is not None else None
+    if row is None:
+        return None
+    heads = await _queue_heads_due(ctx, {row.recipient_node} if _pending(row) else set())
+    return DisclosureView.of(row, heads.get(row.recipient_node))
+
+
+def _pending(row: Disclosure) -> bool:
+    return row.state in ("queued", "sending")
+
+
+async def _queue_heads_due(ctx: NodeContext, peers: set[str]) -> dict[str, dt.datetime]:
+    """When each peer's oldest pending disclosure is due: nothing behind it goes sooner."""
+    heads = {}
+    for peer in sorted(peers):
+        head = await oldest_pending(ctx, peer, 1)
+        if head:
+            heads[peer] = head[0].next_attempt_at
+    return heads

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from node import audit, schemas
@@ -111,6 +111,8 @@ async def _commit_queued(
     ctx: NodeContext, session: AsyncSession, row: Disclosure, details: Mapping[str, Any]
 ) -> None:
     session.add(row)
+    # Wake the deliverer once the row is committed, whoever commits it.
+    event.listen(session.sync_session, "after_commit", lambda _: ctx.disclosure_queued(), once=True)
     await audit.append(
         session,
         node=ctx.node_id,

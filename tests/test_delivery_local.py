@@ -14,10 +14,10 @@ import tracemalloc
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, insert, select, update
 
 from node import delivery_status
 from node.appkeys import INBOUND_LIMITS
@@ -358,6 +358,8 @@ async def test_status_shows_peer_health_backlog_and_states(
         states = {d["message_id"]: d["state"] for d in status["disclosures"]}
         assert {states[m] for m in to_gt} == {"delivered"}
         assert {states[m] for m in to_hn} == {"queued"}
+        waiting = {d["next_attempt_at"] for d in status["disclosures"] if d["state"] == "queued"}
+        assert waiting == {peers["HN"]["next_attempt_at"]}, "none is tried before the head"
         code, text, err = await puente("status", "--dir", str(data_dir), "--peer", "HN")
         assert code == 0 and "HN  UNREACHABLE backlog 3" in text, err
         assert all(m not in text for m in to_gt), "--peer filters the list"
@@ -387,7 +389,7 @@ async def test_a_hundred_thousand_queued_disclosures_keep_memory_bounded(
         async with mx.ctx.sessions.begin() as session:
             for start in range(0, total, 5_000):
                 await session.execute(
-                    insert(Disclosure.__table__),
+                    insert(cast(Table, Disclosure.__table__)),
                     [
                         {
                             **columns,
@@ -425,3 +427,21 @@ async def test_a_hundred_thousand_queued_disclosures_keep_memory_bounded(
                 await session.execute(select(Disclosure).where(Disclosure.attempts > 0))
             ).scalars()
             assert {r.recipient_node for r in attempted} <= {"GT", "HN"}
+
+
+async def test_queueing_in_process_wakes_the_deliverer_without_waiting_for_a_poll(
+    tmp_path: Path, database_factory: DatabaseFactory
+) -> None:
+    hour = {"poll_interval": 3600.0}  # only a wake-up can explain a delivery
+    async with live_federation(
+        tmp_path, database_factory, (MX, GT), deliver=True, delivery=hour
+    ) as nodes:
+        mx, gt = nodes["MX"], nodes["GT"]
+        await asyncio.sleep(0.2)  # let the deliverer reach its first long wait
+        ids = await queue_notices(mx.ctx, 3)
+
+        async def delivered() -> bool:
+            return await received_ids(gt.ctx) == ids
+
+        await eventually(delivered, what="delivery after the wake-up", patience=60)
+        await check_exactly_once(mx.ctx, gt.ctx, ids)

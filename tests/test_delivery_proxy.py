@@ -13,11 +13,13 @@ from collections import Counter
 from pathlib import Path
 
 from node.localfed import free_port
+from node.storage.delivery_models import DeliveryPeer
 from tests.support.delivery import (
     check_exactly_once,
     delivered_count,
     disclosures,
     queue_notices,
+    received_ids,
 )
 from tests.support.faultproxy import FAULT_KINDS, Fault, FaultProxy, Plan
 from tests.support.nodes import GT, HN, MX, DatabaseFactory, live_federation
@@ -124,11 +126,18 @@ async def test_a_peer_that_never_answers_holds_up_no_one_else(
                 rows = await disclosures(mx.ctx, to_hn)
                 return {r.state for r in rows} == {"delivered"}
 
+            async def gt_timed_out_twice() -> bool:
+                async with mx.ctx.sessions() as session:
+                    health = await session.get(DeliveryPeer, "GT")
+                return health is not None and health.consecutive_failures >= 2
+
             await eventually(hn_done, what="HN's disclosures delivered", patience=120)
+            await eventually(gt_timed_out_twice, what="GT's attempts time out", patience=120)
             waiting = await disclosures(mx.ctx, to_gt)
             assert Counter(r.state for r in waiting).keys() <= {"queued", "sending"}
-            assert any((r.last_error or "").startswith("network") for r in waiting)
-            assert proxy.stats["blackhole"] >= 1
+            assert (waiting[0].last_error or "").startswith("network")
+            assert await received_ids(gt.ctx) == []
+            assert proxy.stats["blackhole"] >= 2
 
             silent = False
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -127,3 +130,18 @@ def test_file_clock_follows_the_offset_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as refused:
         clock()
     assert refused.value.reason == "bad_test_clock"
+
+
+def test_serve_refuses_test_hooks_without_test_mode(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != TEST_MODE_ENV}
+    env[CRASH_AT_ENV] = "recipient.stored:1"
+    result = subprocess.run(
+        [sys.executable, "-m", "node", "serve", "--dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "puente: test_hooks_refused:" in result.stderr and "Traceback" not in result.stderr
