@@ -161,8 +161,10 @@ class PostgresCluster:
     Use `start()` and `stop()`, or the instance as a context manager.
     """
 
-    def __init__(self, bindir: Path | None = None) -> None:
+    def __init__(self, bindir: Path | None = None, *, durable: bool = False) -> None:
         self.bindir = bindir if bindir is not None else find_postgres_bindir()
+        # Tests run with fsync off; benchmarks (bench/) need commits that reach the disk.
+        self.durable = durable
         self.port = 0
         self.run_as: str | None = None
         self._base_dir: Path | None = None
@@ -310,7 +312,7 @@ class PostgresCluster:
             self.port = _free_port()
             options = (
                 f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 "
-                "-c fsync=off -c max_connections=200"
+                f"-c fsync={'on' if self.durable else 'off'} -c max_connections=200"
             )
             result = self._run(
                 "pg_ctl",
