@@ -30,6 +30,7 @@ from node.demo_api import provision_demo_users
 from node.demo_audit import tell_audit_story
 from node.demo_consent import tell_consent_story
 from node.localfed import NodeSpec, build_local_federation
+from node.logs import configure_logging
 from node.outbox import queue_disclosure
 from node.receipts import verify_receipt
 from node.storage.models import Disclosure, ReceivedMessage
@@ -253,6 +254,9 @@ def run_demo(
     base: Path | None, *, once: bool, out: TextIO = sys.stdout, timeout: float = 60
 ) -> int:
     """Build (or reuse) the federation, run the nodes, tell the story. Returns an exit code."""
+    # The story goes to ``out``; this process's own logs are JSON lines on stderr, and
+    # only warnings (e.g. the demo's unprotected keys): the nodes log to serve.log.
+    configure_logging("warning")
     if base is None:
         base = Path(tempfile.mkdtemp(prefix="puente-demo-"))
     base.mkdir(parents=True, exist_ok=True)
