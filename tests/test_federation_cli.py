@@ -169,10 +169,11 @@ def test_operator_workflow(
     exists = puente("federation", "add-node", "--draft", draft4, "--entry", gt_entry, expect=2)
     assert exists.startswith("puente: node_exists:")
     hn_pin = json.loads((hn / "public" / "node-entry.json").read_text())["tls"][0]["x5t#S256"]
-    puente("federation", "revoke-key", "--draft", draft4, "--node", "HN", "--key-id", hn_pin,
+    # "--key-id=": a thumbprint may start with "-", which argparse would take for an option.
+    puente("federation", "revoke-key", "--draft", draft4, "--node", "HN", f"--key-id={hn_pin}",
            "--at", "2026-01-01T00:00:00Z", "--reason", "keyCompromise")  # fmt: skip
     bad_time = puente("federation", "revoke-key", "--draft", draft4, "--node", "HN",
-                      "--key-id", hn_pin, "--at", "yesterday", expect=2)  # fmt: skip
+                      f"--key-id={hn_pin}", "--at", "yesterday", expect=2)  # fmt: skip
     assert bad_time.startswith("puente: bad_time:")
     puente("federation", "bump", "--draft", draft4)
     changes = puente("federation", "diff", v3, draft4)

@@ -51,6 +51,9 @@ from node.storage.migrate import upgrade_to_head
 from node.timeutil import parse_rfc3339, rfc3339
 from node.trust import check_directory, effective_operators, verify_held, verify_initial
 
+# Thumbprints are base64url and may start with "-", which argparse takes for an option.
+KEY_ID_HELP = "kid, or x5t#S256 pin; write --key-id=ID (with '=') since an id may start with '-'"
+
 
 def register(sub: Any) -> None:
     fed = sub.add_parser("federation", help="federation operator tasks")
@@ -110,19 +113,19 @@ def register(sub: Any) -> None:
 
     remove_key = _draft_parser(fed_sub, "remove-key", "drop a key or TLS pin of a node")
     remove_key.add_argument("--node", required=True)
-    remove_key.add_argument("--key-id", required=True, help="kid, or x5t#S256 pin")
+    remove_key.add_argument("--key-id", required=True, help=KEY_ID_HELP)
     remove_key.set_defaults(handler=remove_key_cmd)
 
     validity = _draft_parser(fed_sub, "set-validity", "set a key's or pin's nbf/exp")
     validity.add_argument("--node", required=True)
-    validity.add_argument("--key-id", required=True)
+    validity.add_argument("--key-id", required=True, help=KEY_ID_HELP)
     validity.add_argument("--not-before", help="RFC 3339")
     validity.add_argument("--expires", help="RFC 3339")
     validity.set_defaults(handler=set_validity_cmd)
 
     revoke = _draft_parser(fed_sub, "revoke-key", "revoke a key or pin from a time")
     revoke.add_argument("--node", required=True)
-    revoke.add_argument("--key-id", required=True)
+    revoke.add_argument("--key-id", required=True, help=KEY_ID_HELP)
     revoke.add_argument("--at", help="RFC 3339 (default: now)")
     revoke.add_argument("--reason", choices=REVOCATION_REASONS, default="unspecified")
     revoke.set_defaults(handler=revoke_key_cmd)
