@@ -66,6 +66,9 @@ async def queue_disclosure(
     if ctx.directory.is_expired(now):
         # Fail closed: a stale member list may name removed nodes or revoked keys.
         raise DirectoryError("directory_expired", "refresh the federation directory first")
+    if not own.key_validity(str(ctx.keys.signing.kid)).in_force(now):
+        # Peers would refuse what it signs (expired or revoked): rotate first (keys/README.md).
+        raise DisclosureRefused("signing_key_not_in_force", "this node's signing key is not valid")
     expires = now + (ttl or dt.timedelta(hours=ctx.config.delivery.message_ttl_hours))
     message = Message(
         message_id=message_id or str(uuid.uuid4()),

@@ -301,20 +301,28 @@ async def test_a_removed_node_can_neither_send_nor_receive(
         assert own.value.reason == "unknown_authority"  # it serves no authority of the federation
 
 
-async def test_a_revoked_certificate_is_refused_at_the_handshake(
+async def test_revoked_keys_are_refused_at_the_handshake_and_never_used(
     tmp_path: Path, database_factory: DatabaseFactory
 ) -> None:
     async with live_federation(tmp_path, database_factory, (MX, GT)) as nodes:
         mx, gt = nodes["MX"], nodes["GT"]
         operators = Operators(tmp_path)
-        pin = mx.ctx.keys.tls.pin
-        revoked = operators.next_version(
-            gt,
-            lambda doc: revoke(doc, "MX", pin, at=gt.ctx.now(), reason="keyCompromise"),
-        )
+        pin, kid = mx.ctx.keys.tls.pin, str(mx.ctx.keys.signing.kid)
+
+        def revoke_both(doc: dict[str, Any]) -> dict[str, Any]:
+            at = gt.ctx.now()
+            doc = revoke(doc, "MX", pin, at=at, reason="keyCompromise")
+            return revoke(doc, "MX", kid, at=at, reason="keyCompromise")
+
+        revoked = operators.next_version(gt, revoke_both)
         assert not await handshake_refused(mx, gt)
         await gt.app[REFRESHER].accept(revoked)
         assert await handshake_refused(mx, gt)
+        # MX itself will not sign with a key its peers would refuse.
+        await mx.app[REFRESHER].accept(revoked)
+        with pytest.raises(PuenteError) as refused:
+            await send(mx, "GT", "gt-reception")
+        assert refused.value.reason == "signing_key_not_in_force"
 
 
 async def test_an_old_receipt_verifies_against_the_history(
