@@ -222,18 +222,19 @@ async def _replay(ctx: NodeContext, base: Path) -> dict[str, Any]:
     verify_s = time.perf_counter() - started
     if not report.ok:
         raise RuntimeError(f"the verifier refused the bench log: {report.verdict()}")
-    replay = {
+    per_s = summary.entries / verify_s
+    mb_per_s = raw["bytes"] / 1e6 / verify_s
+    shutil.rmtree(out)
+    return {
         "entries": summary.entries,
         "export_s": export_s,
         "verify_s": verify_s,
-        "verify_per_s": summary.entries / verify_s,
-        "verify_mb_per_s": raw["bytes"] / 1e6 / verify_s,
+        "verify_per_s": per_s,
+        "verify_mb_per_s": mb_per_s,
         "raw_sha256": raw,
+        "ratio_to_per_entry_sha256": per_s / raw["per_entry_per_s"],
+        "ratio_to_stream_sha256": mb_per_s / raw["stream_mb_per_s"],
     }
-    replay["ratio_to_per_entry_sha256"] = replay["verify_per_s"] / raw["per_entry_per_s"]
-    replay["ratio_to_stream_sha256"] = replay["verify_mb_per_s"] / raw["stream_mb_per_s"]
-    shutil.rmtree(out)
-    return replay
 
 
 async def _run_backend(base: Path, database_url: str | None, quick: bool) -> dict[str, Any]:

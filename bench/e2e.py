@@ -39,6 +39,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from bench import procstat
+from bench.profile import Recorder
 from bench.stats import summary_ms
 from bench.workload import RETURN_NOTICE, SPECS, case_document, consent_for
 from node import users
@@ -61,25 +62,35 @@ IDLE_SETTLE_S = 5.0
 
 @dataclass(frozen=True)
 class Plan:
-    """One run: closed loop (``rate`` None) or open loop at ``rate`` per second."""
+    """One run: closed loop (``rate`` None) or open loop at ``rate`` per second.
+
+    ``delivery`` overrides the nodes' ``[delivery]`` settings for this run only
+    (docs/delivery.md): the default sends one request at a time per peer, which
+    keeps strict order; a window of several trades that for throughput.
+    """
 
     name: str
     count: int
     rate: float | None
+    delivery: tuple[tuple[str, int], ...] = ()
+
+
+WINDOW = (("max_in_flight", 8), ("batch_size", 64))
 
 
 def plans(quick: bool) -> list[Plan]:
-    if quick:
-        return [
-            Plan("closed", 1_000, None),
-            Plan("open_50", 250, 50.0),
-            Plan("open_200", 600, 200.0),
-        ]
+    scale = 5 if quick else 1
     return [
-        Plan("closed", 5_000, None),
-        Plan("open_50", 1_500, 50.0),
-        Plan("open_200", 3_000, 200.0),
+        Plan("closed", 5_000 // scale, None),
+        Plan("closed_window8", 5_000 // scale, None, WINDOW),
+        Plan("open_50", 1_000 // scale, 50.0),
+        Plan("open_200", 2_000 // scale, 200.0),
     ]
+
+
+# Cases are created once per backend and each receives several disclosures, as a
+# case does over its life; creating one per disclosure would triple the set-up time.
+CASE_POOL = 1_000
 
 
 @dataclass
@@ -94,6 +105,7 @@ class Submission:
 
 @dataclass
 class Federation:
+    backend: str
     base: Path
     dirs: dict[str, Path]
     database_urls: dict[str, str]
@@ -104,7 +116,9 @@ class Federation:
     setup_s: float
 
 
-async def _setup(base: Path, database_urls: dict[str, str] | None, cases: int) -> Federation:
+async def _setup(
+    backend: str, base: Path, database_urls: dict[str, str] | None, cases: int
+) -> Federation:
     started = time.perf_counter()
     dirs = build_local_federation(
         base, SPECS, federation="bench", now=dt.datetime.now(dt.UTC), database_urls=database_urls
@@ -131,6 +145,7 @@ async def _setup(base: Path, database_urls: dict[str, str] | None, cases: int) -
         )
         token, _ = await users.issue_token(mx, "bench.caseworker", lifetime=dt.timedelta(days=1))
         return Federation(
+            backend=backend,
             base=base,
             dirs=dirs,
             database_urls={
@@ -270,13 +285,26 @@ async def _outcomes(engine: AsyncEngine, ids: set[str]) -> dict[str, tuple[str, 
         }
 
 
-async def _run_plan(fed: Federation, plan: Plan, offset: int) -> dict[str, Any]:
+async def _run_plan(
+    fed: Federation, plan: Plan, offset: int, profile_dir: Path | None
+) -> dict[str, Any]:
+    defaults = {node_id: load_config(path) for node_id, path in fed.dirs.items()}
+    for config in defaults.values():
+        delivery = dataclasses.replace(config.delivery, **dict(plan.delivery))
+        dataclasses.replace(config, delivery=delivery).save()
     nodes = {node_id: NodeProcess(path) for node_id, path in fed.dirs.items()}
     reader = _reader(fed.database_urls[RETURN_NOTICE.sender_node])
+    recorders: list[Recorder] = []
     try:
         for node in nodes.values():
             node.start()
         await asyncio.sleep(1.0)  # let start-up work (migrations check, first sweep) finish
+        if profile_dir is not None:
+            profile_dir.mkdir(parents=True, exist_ok=True)
+            recorders = [
+                Recorder(node.pid, profile_dir / f"{fed.backend}-{plan.name}-{node_id}.raw")
+                for node_id, node in nodes.items()
+            ]
         cases = [fed.case_ids[(offset + i) % len(fed.case_ids)] for i in range(plan.count)]
         before = {node_id: procstat.sample(node.pid) for node_id, node in nodes.items()}
         own_cpu = time.process_time()
@@ -295,15 +323,21 @@ async def _run_plan(fed: Federation, plan: Plan, offset: int) -> dict[str, Any]:
         while time.monotonic() < deadline and await _pending(reader, ids):  # noqa: ASYNC110
             await asyncio.sleep(0.25)
         drained = time.time()
+        for recorder in recorders:
+            recorder.stop()
         after = {node_id: procstat.sample(node.pid) for node_id, node in nodes.items()}
         own_cpu = time.process_time() - own_cpu
         outcomes = await _outcomes(reader, ids)
         await asyncio.sleep(IDLE_SETTLE_S)
         settled = {node_id: procstat.sample(node.pid) for node_id, node in nodes.items()}
     finally:
+        for recorder in recorders:
+            recorder.stop()
         for node in nodes.values():
             node.stop()
         await reader.dispose()
+        for config in defaults.values():
+            config.save()
     return _report(
         plan, submissions, outcomes, started, submitted, drained, before, after, settled, own_cpu
     )
@@ -341,6 +375,7 @@ def _report(
     window = max(drained - started, 1e-9)
     return {
         "plan": plan.name,
+        "delivery": dict(plan.delivery),
         "offered_per_s": plan.rate,
         "submitted": len(submissions),
         "accepted": len(accepted),
@@ -365,20 +400,26 @@ def _report(
 
 
 async def _run_backend(
-    base: Path, database_urls: dict[str, str] | None, quick: bool
+    backend: str,
+    base: Path,
+    database_urls: dict[str, str] | None,
+    quick: bool,
+    profile_dir: Path | None,
 ) -> dict[str, Any]:
     runs = plans(quick)
-    cases = max(plan.count for plan in runs)
-    fed = await _setup(base, database_urls, cases)
+    cases = min(CASE_POOL, max(plan.count for plan in runs))
+    fed = await _setup(backend, base, database_urls, cases)
     results: dict[str, Any] = {"setup_s": fed.setup_s, "cases": cases, "runs": {}}
     offset = 0
     for plan in runs:
-        results["runs"][plan.name] = await _run_plan(fed, plan, offset)
+        results["runs"][plan.name] = await _run_plan(fed, plan, offset, profile_dir)
         offset += plan.count
     return results
 
 
-def run(*, quick: bool, backends: list[str], postgres: Any) -> dict[str, Any]:
+def run(
+    *, quick: bool, backends: list[str], postgres: Any, profile_dir: Path | None = None
+) -> dict[str, Any]:
     """Per backend: a closed-loop run and open-loop runs at fixed offered loads."""
     results: dict[str, Any] = {}
     for backend in backends:
@@ -392,5 +433,46 @@ def run(*, quick: bool, backends: list[str], postgres: Any) -> dict[str, Any]:
                     )
                     for node_id in ("MX", "GT")
                 }
-            results[backend] = asyncio.run(_run_backend(Path(tmp), urls, quick))
+            results[backend] = asyncio.run(
+                _run_backend(backend, Path(tmp), urls, quick, profile_dir)
+            )
+    return results
+
+
+IDLE_WAIT_S = 10.0
+
+
+async def _idle_backend(backend: str, base: Path, database_urls: dict[str, str] | None) -> Any:
+    fed = await _setup(backend, base, database_urls, cases=0)
+    nodes = {node_id: NodeProcess(path) for node_id, path in fed.dirs.items()}
+    try:
+        for node in nodes.values():
+            node.start()
+        # Idle: started, migrated, listening, the first sweep and directory refresh done.
+        await asyncio.sleep(IDLE_WAIT_S)
+        samples = {node_id: procstat.sample(node.pid) for node_id, node in nodes.items()}
+    finally:
+        for node in nodes.values():
+            node.stop()
+    return {
+        node_id: {"rss_mb": s.rss_mb, "peak_rss_mb": s.peak_rss_mb}
+        for node_id, s in samples.items()
+    }
+
+
+def run_idle(*, backends: list[str], postgres: Any) -> dict[str, Any]:
+    """VmRSS of each node process, started fresh and left idle for a few seconds."""
+    results: dict[str, Any] = {}
+    for backend in backends:
+        with tempfile.TemporaryDirectory(prefix="puente-bench-idle-") as tmp:
+            urls = None
+            if backend == "postgresql":
+                suffix = uuid.uuid4().hex[:8]
+                urls = {
+                    node_id: asyncio.run(
+                        postgres.create_database(f"idle_{node_id.lower()}_{suffix}")
+                    )
+                    for node_id in ("MX", "GT")
+                }
+            results[backend] = asyncio.run(_idle_backend(backend, Path(tmp), urls))
     return results
