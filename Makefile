@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-LINT_PATHS := node audit tests
+LINT_PATHS := node audit bench tests
 
 PYTEST_ARGS ?=
 ARGS ?=

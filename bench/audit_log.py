@@ -113,16 +113,22 @@ class EventSource:
 
 
 async def _append(ctx: NodeContext, source: EventSource, count: int, batch: int) -> float:
-    """Append ``count`` entries, ``batch`` per committed transaction; entries/s."""
-    start = time.perf_counter()
+    """Append ``count`` entries, ``batch`` per committed transaction; entries/s.
+
+    Only the transactions are timed (making up the events is the bench's work,
+    not the log's).
+    """
+    elapsed = 0.0
     done = 0
     while done < count:
         size = min(batch, count - done)
         events = list(source.events(size))
+        started = time.perf_counter()
         async with ctx.sessions.begin() as session:
             await audit.append_many(session, node=ctx.node_id, events=events)
+        elapsed += time.perf_counter() - started
         done += size
-    return count / (time.perf_counter() - start)
+    return count / elapsed
 
 
 async def _timed_async(work: Any, repeat: int) -> list[float]:
@@ -142,6 +148,12 @@ async def _proofs(ctx: NodeContext, size: int, repeat: int) -> dict[str, Any]:
     assert checkpoint.tree_size == size
 
     async def inclusion() -> None:
+        async with ctx.sessions() as session:
+            path = await audit_tree.inclusion_proof(session, rng.randrange(size), size)
+        assert len(path) <= size.bit_length()
+
+    async def inclusion_for_auditor() -> None:
+        # What GET /api/v1/audit/proofs/inclusion does: the checkpoint, the entry, the path.
         proof = await audit_queries.inclusion_proof(ctx, rng.randrange(size))
         assert len(proof["inclusion_path"]) <= size.bit_length()
 
@@ -155,6 +167,7 @@ async def _proofs(ctx: NodeContext, size: int, repeat: int) -> dict[str, Any]:
         "checkpoint_ms": checkpoint_s * 1000,
         "inclusion": summary_ms(await _timed_async(inclusion, repeat)),
         "consistency": summary_ms(await _timed_async(consistency, repeat)),
+        "inclusion_for_auditor": summary_ms(await _timed_async(inclusion_for_auditor, repeat)),
     }
 
 
@@ -211,22 +224,35 @@ def _raw_sha256(path: Path) -> dict[str, float]:
     }
 
 
+REPLAY_ROUNDS = 3
+
+
 async def _replay(ctx: NodeContext, base: Path) -> dict[str, Any]:
+    """Export, then the verifier and raw SHA-256 over the same bytes, alternately.
+
+    The best of a few alternating rounds of each: on a shared machine a burst of
+    someone else's work should not decide the ratio.
+    """
     out = base / "export"
     started = time.perf_counter()
     summary = await export_log(ctx, out)
     export_s = time.perf_counter() - started
-    raw = _raw_sha256(out / "entries.jsonl")
-    started = time.perf_counter()
-    report = verify_export(out)
-    verify_s = time.perf_counter() - started
-    if not report.ok:
-        raise RuntimeError(f"the verifier refused the bench log: {report.verdict()}")
+    raw: dict[str, float] = {}
+    verify_s = float("inf")
+    for _ in range(REPLAY_ROUNDS):
+        measured = _raw_sha256(out / "entries.jsonl")
+        raw = {k: max(v, raw.get(k, 0.0)) for k, v in measured.items()}
+        started = time.perf_counter()
+        report = verify_export(out)
+        verify_s = min(verify_s, time.perf_counter() - started)
+        if not report.ok:
+            raise RuntimeError(f"the verifier refused the bench log: {report.verdict()}")
     per_s = summary.entries / verify_s
     mb_per_s = raw["bytes"] / 1e6 / verify_s
     shutil.rmtree(out)
     return {
         "entries": summary.entries,
+        "rounds": REPLAY_ROUNDS,
         "export_s": export_s,
         "verify_s": verify_s,
         "verify_per_s": per_s,

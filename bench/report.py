@@ -199,6 +199,7 @@ def _audit(audit: dict[str, Any]) -> list[str]:
     for backend, log in audit.items():
         for size in log["sizes"]:
             i, c = size["inclusion"], size["consistency"]
+            api = size.get("inclusion_for_auditor", {"p50_ms": None, "p99_ms": None})
             proof_rows.append(
                 (
                     backend,
@@ -206,11 +207,12 @@ def _audit(audit: dict[str, Any]) -> list[str]:
                     _num(size["checkpoint_ms"], 1),
                     f"{_num(i['p50_ms'], 2)} / {_num(i['p99_ms'], 2)}",
                     f"{_num(c['p50_ms'], 2)} / {_num(c['p99_ms'], 2)}",
+                    f"{_num(api['p50_ms'], 2)} / {_num(api['p99_ms'], 2)}",
                 )
             )
     lines += _table(
         ("backend", "entries", "checkpoint ms", "inclusion proof ms p50 / p99",
-         "consistency proof ms p50 / p99"),
+         "consistency proof ms p50 / p99", "auditor's inclusion call ms p50 / p99"),
         proof_rows,
     )  # fmt: skip
     replay_rows = []
