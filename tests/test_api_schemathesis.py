@@ -86,6 +86,7 @@ def served_node(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
         process.wait(timeout=20)
 
 
+@pytest.mark.timeout(1200)
 def test_schemathesis_finds_no_server_error_and_no_nonconformance(
     served_node: tuple[Path, dict[str, str]],
 ) -> None:
@@ -107,7 +108,7 @@ def test_schemathesis_finds_no_server_error_and_no_nonconformance(
                 "not_a_server_error,status_code_conformance,content_type_conformance,"
                 "response_schema_conformance,response_headers_conformance",
                 "--max-examples",
-                "25",
+                "12",
                 "--seed",
                 "20261123",
                 "--workers",
