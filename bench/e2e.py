@@ -82,9 +82,9 @@ def plans(quick: bool) -> list[Plan]:
     scale = 5 if quick else 1
     return [
         Plan("closed", 5_000 // scale, None),
-        Plan("closed_window8", 5_000 // scale, None, WINDOW),
-        Plan("open_50", 1_000 // scale, 50.0),
-        Plan("open_200", 2_000 // scale, 200.0),
+        Plan("closed_window8", 2_000 // scale, None, WINDOW),
+        Plan("open_50", 500 // scale, 50.0),  # 10 s of offered load
+        Plan("open_200", 1_000 // scale, 200.0),  # 5 s
     ]
 
 

@@ -9,9 +9,11 @@ against its schema). The end-to-end figures are compared with it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +75,7 @@ def _measure_one(
         validate()
         return open_one(seal_one().encode("ascii"))
 
-    return {
+    figures = {
         "doc_type": route.doc_type,
         "purpose": route.purpose,
         "body_fields": len(planned.body),
@@ -83,6 +85,20 @@ def _measure_one(
         "open_per_s": rate(lambda: open_one(sealed), seconds),
         "floor_per_s": rate(whole, seconds),
     }
+    with _reference_validation_only():
+        figures["floor_jsonschema_only_per_s"] = rate(whole, seconds)
+    return figures
+
+
+@contextlib.contextmanager
+def _reference_validation_only() -> Iterator[None]:
+    """The floor as it was before the compiled fast path (node.schemas), for comparison."""
+    fast = schemas._fast_accepts
+    schemas._fast_accepts = lambda _schema_id, _instance: False  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        schemas._fast_accepts = fast
 
 
 def run(*, quick: bool) -> dict[str, Any]:

@@ -135,10 +135,12 @@ def _targets_table(found: list[Target]) -> list[str]:
 
 def _floor(floor: dict[str, Any]) -> list[str]:
     return _table(
-        ("document", "envelope bytes", "validate/s", "seal/s", "open/s", "floor msgs/s"),
+        ("document", "envelope bytes", "validate/s", "seal/s", "open/s", "floor msgs/s",
+         "floor with jsonschema alone"),
         (
             (name, _num(f["envelope_bytes"]), _num(f["validate_per_s"]), _num(f["seal_per_s"]),
-             _num(f["open_per_s"]), f"**{_num(f['floor_per_s'])}**")
+             _num(f["open_per_s"]), f"**{_num(f['floor_per_s'])}**",
+             _num(f.get("floor_jsonschema_only_per_s")))
             for name, f in floor.items()
         ),
     )  # fmt: skip
