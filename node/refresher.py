@@ -41,6 +41,7 @@ from node.trust import Refusal, TrustedDirectory
 log = get_logger(__name__)
 
 WARNING_LOG_INTERVAL = 3600.0  # while in warning, repeat the log line at most hourly
+MAX_CHAIN_FETCH = 64  # intermediate versions fetched in one pass; the next pass goes on
 
 
 @dataclass(frozen=True)
@@ -178,7 +179,8 @@ class DirectoryRefresher:
             # A newer directory signed only by a new operator set: fetch the versions in
             # between, which both sets signed, and walk the chain.
             middle: list[Fetched] = []
-            for version in range(self.trusted.current.version + 1, gap):
+            first = self.trusted.current.version + 1
+            for version in range(first, min(gap, first + MAX_CHAIN_FETCH)):
                 middle.extend(await fetch_all(self.ctx, version=version))
             more, refused = self.trusted.update_from(
                 [c.signed for c in middle + candidates], now=now
