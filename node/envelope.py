@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from joserfc import jwe, jws
-from joserfc.errors import JoseError
 from joserfc.jwk import OKPKey
 
 from node import schemas
@@ -163,7 +162,7 @@ def open_envelope(
         text = envelope.decode("ascii")
     except UnicodeDecodeError as exc:
         raise EnvelopeError("malformed_envelope", "not ASCII") from exc
-    if not _COMPACT_JWE.match(text):
+    if not _COMPACT_JWE.fullmatch(text):  # fullmatch: "$" alone would let a final "\n" through
         raise EnvelopeError("malformed_envelope", "not a JWE compact serialization")
     protected_b64, encrypted_key, _iv, _ciphertext, _tag = text.split(".")
     header = _json_header(protected_b64, "malformed_envelope")
@@ -176,7 +175,10 @@ def open_envelope(
         raise EnvelopeError("unknown_recipient_key", "sealed to a key this node does not hold")
     try:
         plaintext = jwe.decrypt_compact(text, key, registry=_ENCRYPTION).plaintext
-    except (JoseError, ValueError, TypeError) as exc:
+    except Exception as exc:
+        # Everything here is unauthenticated input to the JOSE library, which raises
+        # more than JoseError on hostile headers (KeyError for an unexpected epk curve):
+        # any failure to decrypt is a refusal, never an internal error.
         raise EnvelopeError("decryption_failed", "the envelope does not decrypt") from exc
     if plaintext is None:
         raise EnvelopeError("decryption_failed", "empty plaintext")
@@ -184,11 +186,11 @@ def open_envelope(
     sender, signing_key, jws_header = _find_signer(signed, directory, peer_node)
     try:
         payload = jws.deserialize_compact(signed, signing_key, registry=_SIGNING).payload
-    except (JoseError, ValueError, TypeError) as exc:
+    except Exception as exc:  # anyone holding our public key can seal any inner bytes
         raise EnvelopeError("bad_signature", "the inner signature does not verify") from exc
     claims = _claims(payload)
     message = Message.from_claims(claims)
-    _check_parties(message, sender, own_node, directory)
+    _check_parties(message, claims, sender, own_node, directory)
     _check_times(message, now)
     _check_signing_key(sender, jws_header["kid"], message, now)
     _check_document(message)
@@ -204,7 +206,7 @@ def open_envelope(
 def _json_header(segment: str, reason: str) -> dict[str, Any]:
     try:
         header = json.loads(b64url_decode(segment))
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # deeply nested JSON raises RecursionError
         raise EnvelopeError(reason, "protected header is not base64url JSON") from exc
     if not isinstance(header, dict):
         raise EnvelopeError(reason, "protected header is not a JSON object")
@@ -220,6 +222,14 @@ def _check_jwe_header(header: Mapping[str, Any]) -> None:
         raise EnvelopeError("unsupported_header", f"unexpected JWE header(s): {sorted(unknown)}")
     if not isinstance(header.get("kid"), str):
         raise EnvelopeError("unknown_recipient_key", "JWE header has no kid")
+    epk = header.get("epk")
+    if not (
+        isinstance(epk, dict)
+        and epk.get("kty") == "OKP"
+        and epk.get("crv") == "X25519"
+        and isinstance(epk.get("x"), str)
+    ):
+        raise EnvelopeError("malformed_envelope", "epk must be an X25519 public JWK")
 
 
 def _ascii(plaintext: bytes) -> str:
@@ -252,7 +262,7 @@ def _find_signer(
 def _claims(payload: bytes) -> dict[str, Any]:
     try:
         claims = json.loads(payload)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise EnvelopeError("malformed_message", "signed payload is not JSON") from exc
     try:
         schemas.validate(schemas.MESSAGE, claims, reason="malformed_message")
@@ -262,14 +272,19 @@ def _claims(payload: bytes) -> dict[str, Any]:
 
 
 def _check_parties(
-    message: Message, signer: MemberNode, own_node: str, directory: Directory
+    message: Message,
+    claims: Mapping[str, Any],
+    signer: MemberNode,
+    own_node: str,
+    directory: Directory,
 ) -> None:
-    claims_sender = message.claims()["iss"]
-    if claims_sender != signer.id or message.sender.node != signer.id:
+    # "iss" and "aud" are checked as signed: Message keeps only sender/recipient,
+    # and a JWT library on the other side may route or check by iss/aud alone.
+    if claims["iss"] != signer.id or message.sender.node != signer.id:
         raise EnvelopeError("sender_mismatch", "claims name a sender other than the signer")
     if message.sender.authority not in signer.authorities:
         raise EnvelopeError("unknown_authority", "sending authority is not in the directory")
-    if message.recipient.node != own_node:
+    if claims["aud"] != own_node or message.recipient.node != own_node:
         raise EnvelopeError("wrong_recipient", "addressed to another node")
     own = directory.node(own_node)
     if own is None or message.recipient.authority not in own.authorities:
@@ -277,8 +292,12 @@ def _check_parties(
 
 
 def _check_times(message: Message, now: dt.datetime) -> None:
-    issued = dt.datetime.fromtimestamp(message.issued_at, dt.UTC)
-    expires = dt.datetime.fromtimestamp(message.expires_at, dt.UTC)
+    try:
+        issued = dt.datetime.fromtimestamp(message.issued_at, dt.UTC)
+        expires = dt.datetime.fromtimestamp(message.expires_at, dt.UTC)
+    except (OverflowError, ValueError, OSError) as exc:
+        # The schema bounds iat/exp below only; 1e300 is a schema-valid "integer".
+        raise EnvelopeError("malformed_message", "iat or exp is out of range") from exc
     if issued > now + MAX_CLOCK_SKEW:
         raise EnvelopeError("not_yet_valid", "issued in the future")
     if expires <= now:
