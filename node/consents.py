@@ -51,6 +51,7 @@ from node.storage.consent_models import (
 from node.storage.models import Disclosure
 from node.summaries import audit_case_ref
 from node.timeutil import rfc3339
+from node.withdrawal import confirmations_for
 
 # A withdrawal must outlast a long outage of the recipient: the longest lifetime
 # an envelope may have (node.envelope.MAX_LIFETIME).
@@ -423,8 +424,6 @@ class ConsentStatus:
 
 async def consent_status(ctx: NodeContext, consent_id: str) -> ConsentStatus:
     """The consent with its disclosures and, per recipient, the erasure confirmations."""
-    from node.withdrawal import confirmations_for
-
     record = await get_consent(ctx, consent_id)
     async with ctx.sessions() as session:
         pairs = (

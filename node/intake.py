@@ -46,6 +46,7 @@ from node.withdrawal import (
 )
 
 Finish = Callable[[AsyncSession], Awaitable[None]]
+CONTROL_DOCUMENTS = frozenset({"consent_withdrawal", "erasure_receipt"})
 
 
 @dataclass
@@ -69,6 +70,13 @@ async def prepare(
     """Check an opened envelope by document type and plan how to store it."""
     message = opened.message
     plain = Intake(body=dict(message.body), envelope=envelope)
+    if message.doc_type in CONTROL_DOCUMENTS and message.terms is not None:
+        raise TermsRefused("terms_unexpected", f"a {message.doc_type} carries no case data")
+    if message.doc_type == "consent_withdrawal":
+        # A retry fails on the unique constraint before any erasure runs.
+        return _withdrawal_intake(ctx, plain, opened, now)
+    if message.terms is None and message.doc_type not in ("erasure_receipt", "case_handoff"):
+        return plain  # nothing to check, nothing sealed (a return notice without terms)
     async with ctx.sessions() as session:
         if await _already_stored(session, message.sender.node, message.message_id):
             # A retry: the pipeline's unique constraint answers it with the first receipt.
@@ -76,8 +84,6 @@ async def prepare(
         if message.doc_type == "erasure_receipt":
             await check_erasure_receipt(session, message)
             return _erasure_receipt_intake(ctx, plain, opened, now)
-        if message.doc_type == "consent_withdrawal":
-            return _withdrawal_intake(ctx, plain, opened, now)
         accepted = await _check(ctx, session, opened)
     if accepted is None:
         return plain

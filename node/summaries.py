@@ -26,6 +26,7 @@ from node.canonical import canonical_json
 from node.context import NodeContext
 from node.datakeys import DataKeyError, DataKeyStore, decrypt, encrypt
 from node.errors import PuenteError
+from node.fields import field_paths
 from node.storage.consent_models import ReceivedSummary, SummaryKey
 from node.storage.models import ReceivedMessage
 from node.terms_check import AcceptedTerms
@@ -302,3 +303,27 @@ async def readable_body(
         return open_body(key_store(ctx), summary)
     except DataKeyError:
         return None
+
+
+async def read_received(
+    ctx: NodeContext, case_ref: str | None, *, viewer: str
+) -> list[SummaryView]:
+    """Received summaries for a person to read: every readable one shown is audited as a view."""
+    views = await list_received(ctx, case_ref)
+    shown = [v for v in views if v.body is not None]
+    if shown:
+        async with ctx.sessions.begin() as session:
+            for v in shown:
+                await audit.append(
+                    session,
+                    node=ctx.node_id,
+                    event="summary.viewed",
+                    at=ctx.now(),
+                    message_id=v.message_id,
+                    counterparty=v.sender_node,
+                    case_ref=audit_case_ref(ctx, v.case_ref),
+                    authority=v.recipient_authority,
+                    user=viewer,
+                    fields=field_paths(v.body or {}),
+                )
+    return views

@@ -15,7 +15,7 @@ from node.consents import record_consent, withdraw_consent
 from node.disclose import disclose
 from node.outbox import DisclosureRefused
 from node.shareback import share_back
-from node.summaries import list_received
+from node.summaries import list_received, read_received
 from node.synthetic_cases import CONSULATE_TOPICS, consent_draft
 from tests.support.cases import CASE_SPECS, CONSULATE, audit_entries, events, new_case
 from tests.support.nodes import DatabaseFactory, live_federation
@@ -49,6 +49,11 @@ async def test_a_recipient_asks_only_what_is_missing_and_shares_it_back(
             recipient_authority="mx-comar",
         )
         assert await gt.deliverer.run_once() == 1
+
+        (seen,) = await read_received(mx.ctx, CASE_REF, viewer="officer.mx")
+        assert seen.body is not None and seen.consent_id == consent.consent_id
+        viewed = events(await audit_entries(mx.ctx), "summary.viewed")
+        assert [(v["user"], v["message_id"]) for v in viewed] == [("officer.mx", seen.message_id)]
 
         report = await coverage(mx.ctx, CASE_REF)
         asked = set(CONSULATE_TOPICS) | {"social_risk"}

@@ -236,10 +236,12 @@ def case_coverage(args: argparse.Namespace) -> int:
 
 
 def case_received(args: argparse.Namespace) -> int:
-    from node.summaries import list_received
+    import getpass
+
+    from node.summaries import read_received
 
     async def work(ctx: NodeContext) -> Any:
-        return await list_received(ctx, args.case_ref)
+        return await read_received(ctx, args.case_ref, viewer=f"cli:{getpass.getuser()}")
 
     _print_json([s.as_json() for s in _run(args.dir, work)])
     return 0
