@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from audit.note import COSIGNATURE_V1, ED25519
 from node.canonical import b64url_decode
 from node.errors import ConfigError
+from node.keyprotect import Unlocker
 from node.keys import (
     SIGNING_CURVE,
     generate_signing_key,
@@ -70,20 +71,22 @@ class AuditIdentity:
         }
 
 
-def _ed25519(path: Path) -> Ed25519PrivateKey:
-    jwk = load_jwk(path, curve=SIGNING_CURVE).as_dict(private=True)
+def _ed25519(path: Path, unlocker: Unlocker | None = None) -> Ed25519PrivateKey:
+    jwk = load_jwk(path, curve=SIGNING_CURVE, unlocker=unlocker).as_dict(private=True)
     return Ed25519PrivateKey.from_private_bytes(b64url_decode(str(jwk["d"])))
 
 
-def create_audit_identity(data_dir: Path, node_id: str) -> AuditIdentity:
+def create_audit_identity(
+    data_dir: Path, node_id: str, *, passphrase: bytes | None = None
+) -> AuditIdentity:
     """Generate the keys and write ``audit.toml``; refuses if one exists."""
     path = data_dir / AUDIT_FILE
     if path.exists():
         raise ConfigError("already_initialised", f"{path} already names this node's audit log")
     instance = secrets.token_hex(4)  # a re-initialised node starts a new log, with a new origin
     log_jwk, witness_jwk = generate_signing_key(), generate_signing_key()
-    save_jwk(data_dir / "keys" / "audit-log", log_jwk)
-    save_jwk(data_dir / "keys" / "witness", witness_jwk)
+    save_jwk(data_dir / "keys" / "audit-log", log_jwk, passphrase=passphrase)
+    save_jwk(data_dir / "keys" / "witness", witness_jwk, passphrase=passphrase)
     write_private_file(data_dir / "keys" / "case-ref.key", secrets.token_bytes(32))
     doc: dict[str, Any] = {
         "log": {"origin": f"{ORIGIN_PREFIX}/{node_id}/{instance}", "key": str(log_jwk.kid)},
@@ -91,11 +94,13 @@ def create_audit_identity(data_dir: Path, node_id: str) -> AuditIdentity:
         "checkpoints": {"interval_seconds": DEFAULT_CHECKPOINT_INTERVAL},
     }
     path.write_text(tomli_w.dumps(doc), encoding="utf-8")
-    return load_audit_identity(data_dir)
+    return load_audit_identity(
+        data_dir, Unlocker.with_passphrase(passphrase.decode()) if passphrase else None
+    )
 
 
-def load_audit_identity(data_dir: Path) -> AuditIdentity:
-    """Read ``audit.toml`` and the keys it names."""
+def load_audit_identity(data_dir: Path, unlocker: Unlocker | None = None) -> AuditIdentity:
+    """Read ``audit.toml`` and the keys it names (unlocking them if they are protected)."""
     path = data_dir / AUDIT_FILE
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -103,9 +108,9 @@ def load_audit_identity(data_dir: Path) -> AuditIdentity:
         interval = float(doc.get("checkpoints", {}).get("interval_seconds", 60.0))
         return AuditIdentity(
             origin=str(log["origin"]),
-            log_key=_ed25519(data_dir / "keys" / "audit-log" / f"{log['key']}.jwk"),
+            log_key=_ed25519(data_dir / "keys" / "audit-log" / f"{log['key']}.jwk", unlocker),
             witness_name=str(witness["name"]),
-            witness_key=_ed25519(data_dir / "keys" / "witness" / f"{witness['key']}.jwk"),
+            witness_key=_ed25519(data_dir / "keys" / "witness" / f"{witness['key']}.jwk", unlocker),
             case_secret=read_private_file(data_dir / "keys" / "case-ref.key"),
             checkpoint_interval=interval,
         )

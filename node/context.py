@@ -156,7 +156,8 @@ def open_node(
     passphrase comes from ``PUENTE_KEY_PASSPHRASE`` (the CLI adds a file and a prompt).
     """
     config = load_config(data_dir)
-    keys = load_keys(config, unlocker or Unlocker(passphrase_source(None, interactive=False)))
+    unlocker = unlocker or Unlocker(passphrase_source(None, interactive=False))
+    keys = load_keys(config, unlocker)
     if not keys.protected:
         log.warning(
             "private_keys_unprotected: node %s keeps its private keys unencrypted; "
@@ -176,5 +177,9 @@ def open_node(
         engine=engine,
         sessions=session_factory(engine),
         clock=clock,
-        audit=load_audit_identity(data_dir) if (data_dir / AUDIT_FILE).exists() else None,
+        audit=(
+            load_audit_identity(data_dir, unlocker)
+            if (data_dir / AUDIT_FILE).exists()
+            else None
+        ),
     )

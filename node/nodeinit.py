@@ -68,7 +68,7 @@ def init_node(
     tls = generate_tls_identity(
         data_dir / "keys" / "tls", node_id, sorted({host, tls_host}), passphrase=passphrase
     )
-    audit_log = create_audit_identity(data_dir, node_id)
+    audit_log = create_audit_identity(data_dir, node_id, passphrase=passphrase)
     config = NodeConfig(
         data_dir=data_dir,
         node_id=node_id,

@@ -160,7 +160,12 @@ def test_init_protects_keys_or_warns(
     out = capsys.readouterr().out
     assert "private keys encrypted at rest" in out and "NOT encrypted" not in out
     for path in (tmp_path / "mx" / "keys").rglob("*"):
-        if path.suffix == ".jwk" and path.parent.name in {"signing", "encryption"}:
+        if path.suffix == ".jwk" and path.parent.name in {
+            "signing",
+            "encryption",
+            "audit-log",
+            "witness",
+        }:
             assert not path.read_text().lstrip().startswith("{"), path
         if path.suffix == ".key" and path.parent.name == "tls":
             assert b"ENCRYPTED PRIVATE KEY" in path.read_bytes()
@@ -197,7 +202,8 @@ async def test_a_protected_node_opens_only_with_its_passphrase_and_serves_mutual
         assert (
             main(["keys", "protect", "--dir", str(data_dir), "--passphrase-file", str(secret)]) == 0
         )
-    assert "3 key file(s) encrypted" in capsys.readouterr().out
+    # signing, encryption, TLS, and the audit log's checkpoint and witness keys
+    assert "5 key file(s) encrypted" in capsys.readouterr().out
 
     with pytest.raises(KeyStoreError) as locked:
         open_node(dirs["MX"])

@@ -179,7 +179,8 @@ def protect_cmd(args: argparse.Namespace) -> int:
 
 def _protect(config: NodeConfig, passphrase: bytes) -> int:
     done = 0
-    for kind in ("signing", "encryption"):
+    # The audit log's checkpoint and witness keys are signing keys like the others.
+    for kind in ("signing", "encryption", "audit-log", "witness"):
         for path in sorted((config.keys_dir / kind).glob("*.jwk")):
             raw = read_private_file(path)
             if is_wrapped(raw):
