@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-import node.storage.api_models  # noqa: F401  (registers its tables on Base.metadata)
+import node.storage.api_models
 import node.storage.consent_models  # registers its tables on Base.metadata
 import node.storage.directory_models  # noqa: F401  (registers directory_history)
 from node.storage import audit_models, delivery_models  # noqa: F401  (register their tables)
