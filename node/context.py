@@ -178,8 +178,6 @@ def open_node(
         sessions=session_factory(engine),
         clock=clock,
         audit=(
-            load_audit_identity(data_dir, unlocker)
-            if (data_dir / AUDIT_FILE).exists()
-            else None
+            load_audit_identity(data_dir, unlocker) if (data_dir / AUDIT_FILE).exists() else None
         ),
     )
