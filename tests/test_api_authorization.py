@@ -77,6 +77,7 @@ MATRIX = (
     Cell("MX", "GET", "/api/v1/disclosures", ("caseworker",), 200),
     Cell("MX", "GET", "/api/v1/disclosures/{own}", ("caseworker",), 200, other_status=404),
     Cell("MX", "GET", "/api/v1/peers", ("caseworker", "admin"), 200),
+    Cell("MX", "GET", "/api/v1/delivery/peers", ("caseworker", "admin"), 200),
     Cell("MX", "GET", "/api/v1/admin/users", ("admin",), 200),
     Cell("MX", "GET", "/api/v1/admin/keys", ("admin",), 200),
     Cell(

@@ -103,6 +103,11 @@ async def test_the_three_journeys_through_the_api(
                 )
                 assert status == 200
                 assert followed["state"] == "delivered" and followed["receipt"]
+                assert followed["next_attempt_at"] is None
+                status, health = await caseworker.call("GET", "/api/v1/delivery/peers")
+                assert status == 200
+                gt_health = next(p for p in health["items"] if p["peer"] == "GT")
+                assert gt_health["reachable"] is True and gt_health["backlog"] == 0
 
             async with api_client(gt.ctx, gt_officer) as officer:
                 status, page = await officer.call("GET", "/api/v1/inbox")

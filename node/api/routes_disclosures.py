@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import func, select
 
+from node import delivery_status
 from node.api.guards import BadRequest, allow, int_param, principal_of
 from node.api.keys import API_CONTEXT
 from node.errors import PuenteError
@@ -34,7 +35,10 @@ def disclosure_view(row: Disclosure) -> dict[str, Any]:
         "attempts": row.attempts,
         "created_at": row.created_at.isoformat(),
         "expires_at": row.expires_at.isoformat(),
-        "next_attempt_at": row.next_attempt_at.isoformat(),
+        # Only a pending disclosure has a next attempt (GET one refines it, see below).
+        "next_attempt_at": row.next_attempt_at.isoformat()
+        if row.state in ("queued", "sending")
+        else None,
         "delivered_at": row.delivered_at.isoformat() if row.delivered_at else None,
         "refusal_reason": row.refusal_reason,
         "last_error": row.last_error,
@@ -89,9 +93,23 @@ async def get_disclosure(request: web.Request) -> web.Response:
         row = await session.get(Disclosure, request.match_info["message_id"])
     if row is None or row.sender_authority != principal.authority:
         raise NotFound("not_found", "no such disclosure for your authority")
-    return web.json_response(disclosure_view(row))
+    view = disclosure_view(row)
+    status = await delivery_status.disclosure(ctx, row.message_id)
+    if status is not None and status.next_attempt_at is not None:
+        # A waiting disclosure is tried no earlier than the head of its peer's queue.
+        view["next_attempt_at"] = status.next_attempt_at.isoformat()
+    return web.json_response(view)
+
+
+@allow(Role.CASEWORKER, Role.ADMIN)
+async def peer_health(request: web.Request) -> web.Response:
+    """Each destination node: reachable, backlog, next retry, last error."""
+    ctx = request.app[API_CONTEXT]
+    peers = await delivery_status.peers(ctx)
+    return web.json_response({"items": [p.as_json() for p in peers]})
 
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/disclosures", list_disclosures)
     app.router.add_get("/api/v1/disclosures/{message_id}", get_disclosure)
+    app.router.add_get("/api/v1/delivery/peers", peer_health)
