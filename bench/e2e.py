@@ -162,6 +162,12 @@ async def _setup(
         await gt.close()
 
 
+_UVLOOP_SERVE = (
+    "import asyncio, sys, uvloop; asyncio.set_event_loop_policy(uvloop.EventLoopPolicy()); "
+    "from node.cli import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
 class NodeProcess:
     """``python -m node serve --dir D`` in its own session, its log in ``D/serve.log``."""
 
@@ -173,8 +179,11 @@ class NodeProcess:
 
     def start(self) -> None:
         with (self.data_dir / "serve.log").open("ab") as log:
+            command = [sys.executable, "-m", "node", "serve", "--dir", str(self.data_dir)]
+            if os.environ.get("BENCH_UVLOOP"):  # an experiment: the same node on uvloop
+                command[1:3] = ["-c", _UVLOOP_SERVE]
             self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-                [sys.executable, "-m", "node", "serve", "--dir", str(self.data_dir)],
+                command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
