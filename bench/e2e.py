@@ -14,6 +14,10 @@ whatever the answers, so a slow node cannot slow the load down and hide its
 own queueing), to ``delivered_at`` — the time MX recorded the verified
 receipt, read from MX's database after the run. Both are this machine's wall
 clock.
+
+``BENCH_UVLOOP=1`` (with uvloop installed by hand; it is no dependency) runs
+the same nodes on uvloop's event loop, to repeat the experiment BENCHMARKS.md
+reports.
 """
 
 from __future__ import annotations
