@@ -81,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
             results["e2e"] = e2e.run(
                 quick=args.quick, backends=backends, postgres=postgres, profile_dir=args.profile
             )
+            # The floor of this run, kept with the e2e figures it is compared with.
+            results["e2e_floor_per_s"] = results["floor"]["return_notice"]["floor_per_s"]
     finally:
         if postgres is not None:
             postgres.stop()

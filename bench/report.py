@@ -33,11 +33,31 @@ def _under(name: str, measured: float, bound: float, unit: str) -> Target:
     return Target(name, f"< {bound:,.4g} {unit}", measured, unit, measured < bound)
 
 
+BACKEND_ORDER = ("sqlite", "postgresql")
+
+
+def _by_backend(per_backend: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The backends in a fixed order (results.json keeps its keys sorted)."""
+    return sorted(
+        per_backend.items(),
+        key=lambda item: BACKEND_ORDER.index(item[0]) if item[0] in BACKEND_ORDER else 99,
+    )
+
+
+def _e2e_floor(results: dict[str, Any]) -> float | None:
+    """The return notice's floor from the run that measured the end-to-end figures."""
+    kept = results.get("e2e_floor_per_s")
+    if kept is not None:
+        return float(kept)
+    floor = results.get("floor", {}).get("return_notice", {}).get("floor_per_s")
+    return float(floor) if floor is not None else None
+
+
 def targets(results: dict[str, Any]) -> list[Target]:
     """Every target of issue #8 the results have figures for, judged."""
     found: list[Target] = []
-    floor = results.get("floor", {}).get("return_notice", {}).get("floor_per_s")
-    for backend, e2e in results.get("e2e", {}).items():
+    floor = _e2e_floor(results)
+    for backend, e2e in _by_backend(results.get("e2e", {})):
         closed = e2e["runs"].get("closed")
         if closed:
             found.append(
@@ -51,7 +71,7 @@ def targets(results: dict[str, Any]) -> list[Target]:
             found.append(
                 _under(f"p99 at 50/s offered, {backend}", open_50["latency"]["p99_ms"], 50, "ms")
             )
-    for backend, log in results.get("audit", {}).items():
+    for backend, log in _by_backend(results.get("audit", {})):
         found.append(
             _at_least(
                 f"durable appends (batches of {log['build_batch']}), {backend}",
@@ -86,7 +106,7 @@ def targets(results: dict[str, Any]) -> list[Target]:
                     "ms",
                 )
             )
-    for backend, nodes in results.get("idle", {}).items():
+    for backend, nodes in _by_backend(results.get("idle", {})):
         for node_id, figures in nodes.items():
             found.append(_under(f"idle RSS {node_id}, {backend}", figures["rss_mb"], 150, "MB"))
     return found
@@ -106,7 +126,7 @@ def _table(header: Iterable[str], rows: Iterable[Iterable[str]]) -> list[str]:
 
 
 def _machine(machine: dict[str, Any]) -> list[str]:
-    libraries = ", ".join(f"{k} {v}" for k, v in machine["libraries"].items())
+    libraries = ", ".join(f"{k} {v}" for k, v in sorted(machine["libraries"].items()))
     load_end = machine.get("load_average_at_end")
     return [
         f"Run {machine['date']} with `{machine['command']}` on {machine['cores']} cores "
@@ -148,7 +168,7 @@ def _floor(floor: dict[str, Any]) -> list[str]:
 
 def _e2e(e2e: dict[str, Any], floor: float | None) -> list[str]:
     rows = []
-    for backend, result in e2e.items():
+    for backend, result in _by_backend(e2e):
         for name, run in result["runs"].items():
             latency, nodes = run["latency"], run["nodes"]
             per_disclosure = [1000 * n["cpu_s"] / max(run["accepted"], 1) for n in nodes.values()]
@@ -180,7 +200,7 @@ def _e2e(e2e: dict[str, Any], floor: float | None) -> list[str]:
 def _audit(audit: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     append_rows = []
-    for backend, log in audit.items():
+    for backend, log in _by_backend(audit):
         a = log["append"]
         append_rows.append(
             (
@@ -198,7 +218,7 @@ def _audit(audit: dict[str, Any]) -> list[str]:
         append_rows,
     )  # fmt: skip
     proof_rows = []
-    for backend, log in audit.items():
+    for backend, log in _by_backend(audit):
         for size in log["sizes"]:
             i, c = size["inclusion"], size["consistency"]
             api = size.get("inclusion_for_auditor", {"p50_ms": None, "p99_ms": None})
@@ -219,7 +239,7 @@ def _audit(audit: dict[str, Any]) -> list[str]:
     )  # fmt: skip
     replay_rows = []
     query_rows = []
-    for backend, log in audit.items():
+    for backend, log in _by_backend(audit):
         r = log["replay"]
         raw = r["raw_sha256"]
         replay_rows.append(
@@ -258,7 +278,7 @@ def _idle(idle: dict[str, Any]) -> list[str]:
         ("backend", "node", "idle RSS MB", "peak RSS MB"),
         (
             (backend, node_id, f"**{_num(f['rss_mb'])}**", _num(f["peak_rss_mb"]))
-            for backend, nodes in idle.items()
+            for backend, nodes in _by_backend(idle)
             for node_id, f in nodes.items()
         ),
     )
@@ -283,9 +303,8 @@ def render(results: dict[str, Any]) -> str:
     if floor:
         lines += ["### The floor (one process, no network, no database)", "", *_floor(floor)]
     if results.get("e2e"):
-        per_s = floor["return_notice"]["floor_per_s"] if floor else None
         lines += ["### End to end (two nodes, loopback mutual TLS)", ""]
-        lines += _e2e(results["e2e"], per_s)
+        lines += _e2e(results["e2e"], _e2e_floor(results))
     if results.get("audit"):
         lines += ["### The audit log", "", *_audit(results["audit"])]
     if results.get("idle"):
