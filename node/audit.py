@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NewType, cast
 
-from sqlalchemy import Table, func, insert, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from node import audit_tree
@@ -267,7 +267,3 @@ async def first_damaged_entry(session: AsyncSession, *, batch: int = 10_000) -> 
     if seq != head.size or audit_tree.fold(frontier).hex() != head.head_hash:
         return seq
     return None
-
-
-async def count_entries(session: AsyncSession) -> int:
-    return int((await session.execute(select(func.count()).select_from(AuditEntry))).scalar_one())

@@ -199,6 +199,15 @@ async def consent_status(request: web.Request) -> web.Response:
     return web.json_response(status.as_json())
 
 
+def _change_view(outcome: consents.WithdrawalOutcome) -> dict[str, Any]:
+    """What a withdrawal or narrowing did at once: the consent, what stopped, who is told."""
+    return {
+        "consent": outcome.consent.as_document(),
+        "stopped": list(outcome.stopped),
+        "withdrawal_notices": list(outcome.notices),
+    }
+
+
 @allow(Role.CASEWORKER)
 async def withdraw(request: web.Request) -> web.Response:
     ctx = request.app[API_CONTEXT]
@@ -206,13 +215,7 @@ async def withdraw(request: web.Request) -> web.Response:
     consent_id = await _own_consent(ctx, principal, request.match_info["consent_id"])
     outcome = await consents.withdraw_consent(ctx, consent_id, by=_officer(ctx, principal))
     _notify(request)
-    return web.json_response(
-        {
-            "consent": outcome.consent.as_document(),
-            "stopped": list(outcome.stopped),
-            "withdrawal_notices": list(outcome.notices),
-        }
-    )
+    return web.json_response(_change_view(outcome))
 
 
 @allow(Role.CASEWORKER)
@@ -227,13 +230,7 @@ async def narrow(request: web.Request) -> web.Response:
         raise BadRequest("invalid_request", "valid_until is not a readable date-time") from exc
     outcome = await consents.narrow_consent(ctx, consent_id, scope, by=_officer(ctx, principal))
     _notify(request)
-    return web.json_response(
-        {
-            "consent": outcome.consent.as_document(),
-            "stopped": list(outcome.stopped),
-            "withdrawal_notices": list(outcome.notices),
-        }
-    )
+    return web.json_response(_change_view(outcome))
 
 
 def add_routes(app: web.Application) -> None:
