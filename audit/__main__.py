@@ -9,6 +9,7 @@ import argparse
 import base64
 import binascii
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,6 +35,12 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--vkey", type=Path, help="the log's verifier key (default: DIR/vkey)")
     verify.add_argument("--witnesses", type=Path, help="witness verifier keys, one a line")
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify.add_argument(
+        "--jobs",
+        type=_positive,
+        default=os.cpu_count() or 1,
+        help="processes that replay the entries (default: one per CPU; 1: no worker processes)",
+    )
     inclusion = sub.add_parser("inclusion", help="check an inclusion proof (JSON from the node)")
     inclusion.add_argument("proof", type=Path)
     inclusion.add_argument("--vkey", type=Path, required=True)
@@ -41,6 +48,16 @@ def _parser() -> argparse.ArgumentParser:
     consistency.add_argument("proof", type=Path)
     consistency.add_argument("--vkey", type=Path, required=True)
     return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
 
 
 def _hashes(values: Any) -> list[bytes]:
@@ -93,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if args.witnesses
                 else None
             )
-            report = verify_export(args.export, vkey=vkey, witness_keys=witnesses)
+            report = verify_export(args.export, vkey=vkey, witness_keys=witnesses, jobs=args.jobs)
             print(json.dumps(report.as_json(), indent=2) if args.json else report.verdict())
             return 0 if report.ok else EXIT_FAILED
         log_key = VerifierKey.parse(args.vkey.read_text("utf-8"))

@@ -15,3 +15,7 @@ class VerificationError(Exception):
         self.reason = reason
         self.detail = detail or reason.replace("_", " ")
         super().__init__(f"{self.reason}: {self.detail}")
+
+    def __reduce__(self) -> tuple[type[VerificationError], tuple[str, str]]:
+        # Raised in a replay worker process, it crosses back to the verifier pickled.
+        return (VerificationError, (self.reason, self.detail))

@@ -248,6 +248,8 @@ def _audit(audit: dict[str, Any]) -> list[str]:
                 f"{r['entries']:,}",
                 _num(r["export_s"], 1),
                 f"{_num(r['verify_per_s'])} ({_num(r['verify_mb_per_s'], 1)} MB/s)",
+                str(r.get("verify_workers", 1)),
+                _num(r.get("verify_one_process_per_s", r["verify_per_s"])),
                 f"{_num(raw['per_entry_per_s'])} ({_num(raw['per_entry_mb_per_s'], 1)} MB/s)",
                 _num(raw["stream_mb_per_s"]),
                 f"**{_num(100 * r['ratio_to_per_entry_sha256'], 1)}%**",
@@ -265,8 +267,9 @@ def _audit(audit: dict[str, Any]) -> list[str]:
                 )
             )
     lines += _table(
-        ("backend", "entries", "export s", "verifier replay entries/s",
-         "raw SHA-256 per entry/s", "raw SHA-256 stream MB/s", "replay / per-entry SHA-256"),
+        ("backend", "entries", "export s", "verifier replay entries/s", "verifier processes",
+         "in one process entries/s", "raw SHA-256 per entry/s (one core)",
+         "raw SHA-256 stream MB/s", "replay / per-entry SHA-256"),
         replay_rows,
     )  # fmt: skip
     lines += _table(("backend", "entries", "query", "ms p50 / p99", "rows (mean)"), query_rows)
