@@ -15,9 +15,14 @@ leaf through a stack: in CPython the cost of a replay is mostly the
 interpreter's per-hash overhead, not SHA-256 itself, and a list
 comprehension per level has the least of it.
 
-The parallel replay reads the file twice: first the workers count the lines
-of each run (cheap: a byte count), so that each run's first entry index — and
-with it the alignment of its subtrees — is known; then they hash the runs.
+How a run's subtrees align depends on the index of its first entry. The
+parallel replay takes that index from the ``seq`` the entry states (in an
+intact log, its index) so that every worker can start at once; each run's
+real line count comes back with its hashes, and a run that was placed wrong
+(lines deleted, inserted or rewritten) is hashed again from where it really
+starts. When the ``seq`` values are not even increasing, the workers count
+the lines of every run first. Either way the tree heads are those of the
+lines, whatever the entries claim.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import multiprocessing
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from itertools import accumulate, pairwise
 from multiprocessing.context import BaseContext
@@ -437,7 +443,9 @@ def replay_file(
         else:
             try:
                 count = _parallel(path, runs, heads, pool, block_bytes)
+                return Replayed(count, heads.roots, workers)
+            except BrokenProcessPool:
+                heads = _Heads(sizes)  # a worker died (out of memory?): replay in this process
             finally:
                 pool.shutdown(cancel_futures=True)
-            return Replayed(count, heads.roots, workers)
     return Replayed(_sequential(path, runs, heads, block_bytes), heads.roots, 1)
