@@ -42,14 +42,6 @@ from pathlib import Path
 from audit.errors import VerificationError
 from audit.merkle import EMPTY_ROOT
 
-# Bytes of the file in one worker's task: about 9,000 entries of a busy
-# node's log, so a log of a million makes some 120 tasks and the workers
-# finish within a task of each other.
-CHUNK_BYTES = 4 << 20
-# Bytes read and split at once: a block this small stays in the CPU's cache
-# and reuses the same memory (reads of 32 MB each map fresh pages from the
-# kernel, which costs more than hashing them).
-BLOCK_BYTES = 1 << 20
 NEWLINE = 0x0A
 
 _LEAF_PREFIX = hashlib.sha256(b"\x00")
@@ -179,6 +171,27 @@ class Frontier:
 
 
 @dataclass(frozen=True)
+class Split:
+    """How the entries file is divided up; the defaults suit logs of millions of entries."""
+
+    # Bytes in one worker's task: about 9,000 entries of a busy node's log,
+    # so a log of a million makes some 120 tasks and the workers finish
+    # within a task of each other.
+    run_bytes: int = 4 << 20
+    # Bytes read and split at once: a block this small stays in the CPU's
+    # cache and reuses the same memory (reads of 32 MB each map fresh pages
+    # from the kernel, which costs more than hashing them).
+    block_bytes: int = 1 << 20
+    # The least share of the file worth a worker process: about 70,000
+    # entries, some 80 ms of hashing, against up to 35 ms to start a worker
+    # (a fork server's worker imports this module and OpenSSL afresh).
+    worker_bytes: int = 32 << 20
+
+
+DEFAULT_SPLIT = Split()
+
+
+@dataclass(frozen=True)
 class Replayed:
     """What a replay found: how many entries the file holds, tree heads, processes used."""
 
@@ -209,8 +222,8 @@ def _claimed_seq(line: bytes) -> int | None:
     return seq if isinstance(seq, int) and not isinstance(seq, bool) and seq >= 0 else None
 
 
-def line_runs(path: Path, chunk_bytes: int = CHUNK_BYTES) -> list[_Run]:
-    """Split the file into runs of about ``chunk_bytes``, each ending just after a newline.
+def line_runs(path: Path, run_bytes: int) -> list[_Run]:
+    """Split the file into runs of about ``run_bytes``, each ending just after a newline.
 
     Only the last run can end without one (a last line with no newline is
     still an entry, as it is to every other reader of the file).
@@ -219,8 +232,8 @@ def line_runs(path: Path, chunk_bytes: int = CHUNK_BYTES) -> list[_Run]:
         size = handle.seek(0, 2)
         starts = [0]
         claims: list[int | None] = [0]
-        while starts[-1] + chunk_bytes < size:
-            handle.seek(starts[-1] + chunk_bytes - 1)
+        while starts[-1] + run_bytes < size:
+            handle.seek(starts[-1] + run_bytes - 1)
             handle.readline()  # to the end of the line that the cut falls in
             if handle.tell() >= size:
                 break
@@ -417,24 +430,20 @@ def _parallel(
 
 
 def replay_file(
-    path: Path,
-    sizes: Iterable[int],
-    *,
-    jobs: int = 1,
-    chunk_bytes: int = CHUNK_BYTES,
-    block_bytes: int = BLOCK_BYTES,
+    path: Path, sizes: Iterable[int], *, jobs: int = 1, split: Split = DEFAULT_SPLIT
 ) -> Replayed:
     """Replay the entries file (one entry a line): its entry count and MTH at each size.
 
-    A size larger than the file's entry count gets no root. With ``jobs`` > 1
-    and more than one run of ``chunk_bytes`` in the file, up to ``jobs``
-    worker processes hash the runs; the result is the same as with one.
+    A size larger than the file's entry count gets no root. With ``jobs`` > 1,
+    up to ``jobs`` worker processes hash runs of the file, one per
+    ``split.worker_bytes`` of it; the result is the same as in one process.
     Raises OSError if the file cannot be read, VerificationError
     ``export_changed`` if it changes while it is read.
     """
     heads = _Heads(sizes)
-    runs = line_runs(path, chunk_bytes)
-    workers = min(jobs, len(runs))
+    runs = line_runs(path, split.run_bytes)
+    size = sum(run.length for run in runs)
+    workers = min(jobs, len(runs), size // split.worker_bytes)
     if workers > 1:
         try:
             pool = ProcessPoolExecutor(max_workers=workers, mp_context=_start_method())
@@ -442,10 +451,10 @@ def replay_file(
             pass  # no worker processes on this system: replay in this one
         else:
             try:
-                count = _parallel(path, runs, heads, pool, block_bytes)
+                count = _parallel(path, runs, heads, pool, split.block_bytes)
                 return Replayed(count, heads.roots, workers)
             except BrokenProcessPool:
                 heads = _Heads(sizes)  # a worker died (out of memory?): replay in this process
             finally:
                 pool.shutdown(cancel_futures=True)
-    return Replayed(_sequential(path, runs, heads, block_bytes), heads.roots, 1)
+    return Replayed(_sequential(path, runs, heads, split.block_bytes), heads.roots, 1)

@@ -32,7 +32,7 @@ from audit.note import (
     parse_note,
     verify_note,
 )
-from audit.replay import CHUNK_BYTES, replay_file
+from audit.replay import DEFAULT_SPLIT, Split, replay_file
 
 ENTRIES = "entries.jsonl"
 CHECKPOINT = "checkpoint"
@@ -153,14 +153,14 @@ def verify_export(
     vkey: str | None = None,
     witness_keys: list[str] | None = None,
     jobs: int = 1,
-    chunk_bytes: int = CHUNK_BYTES,
+    split: Split = DEFAULT_SPLIT,
 ) -> Report:
     """Check an export. ``vkey`` / ``witness_keys`` override the files in the export.
 
     An auditor should pass the keys published in the federation directory
     rather than trust the copies inside the export. With ``jobs`` > 1, up to
-    that many worker processes replay the entries, ``chunk_bytes`` of the
-    file per task (see audit/replay.py); the verdict is the same.
+    that many worker processes replay the entries, as ``split`` divides the
+    file among them (audit/replay.py); the verdict is the same.
     """
     report = Report()
     try:
@@ -181,7 +181,7 @@ def verify_export(
     checkpoint = signed.checkpoint
     report.origin, report.size, report.root = checkpoint.origin, checkpoint.size, checkpoint.root
     report.cosignatures = list(signed.cosignatures)
-    _replay(directory, signed, earlier, report, jobs=jobs, chunk_bytes=chunk_bytes)
+    _replay(directory, signed, earlier, report, jobs=jobs, split=split)
     return report
 
 
@@ -192,14 +192,12 @@ def _replay(
     report: Report,
     *,
     jobs: int,
-    chunk_bytes: int,
+    split: Split,
 ) -> None:
     size = signed.checkpoint.size
     wanted = {s: r for s, r in earlier.items() if s <= size}
     try:
-        replayed = replay_file(
-            directory / ENTRIES, [size, *wanted], jobs=jobs, chunk_bytes=chunk_bytes
-        )
+        replayed = replay_file(directory / ENTRIES, [size, *wanted], jobs=jobs, split=split)
     except OSError as exc:
         report.problems.append(Problem("export_incomplete", str(exc)))
         return

@@ -28,6 +28,7 @@ from audit.merkle import EMPTY_ROOT, root_of_entries
 from audit.merkle import replay as leaf_by_leaf
 from audit.replay import (
     Frontier,
+    Split,
     _hash_file_run,
     _likely_firsts,
     hash_run,
@@ -44,6 +45,8 @@ from node.localfed import build_local_federation
 from node.storage.migrate import upgrade_to_head
 from tests.support.nodes import MX, DatabaseFactory
 
+# Runs of about 150 bytes (a few entries), read 64 bytes at a time, a worker for any share.
+TINY = Split(run_bytes=150, block_bytes=64, worker_bytes=1)
 # Sizes around powers of two, where the tree's shape changes.
 SIZES = [0, 1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 63, 64, 65, 100, 127, 128, 129, 255, 1000]
 
@@ -113,7 +116,7 @@ def test_one_process_matches_leaf_by_leaf_for_any_split(
             Path(tmp) / "e", some_entries(count, seed), final_newline=final_newline
         )
         entries = as_the_verifier_reads(path)
-        got = replay_file(path, sizes, jobs=1, chunk_bytes=chunk_bytes, block_bytes=block_bytes)
+        got = replay_file(path, sizes, jobs=1, split=Split(chunk_bytes, block_bytes))
     assert (got.count, got.roots) == leaf_by_leaf(entries, sizes)
     assert got.workers == 1
 
@@ -125,11 +128,11 @@ def test_parallel_replay_equals_sequential_at_every_size(count: int, tmp_path: P
     path = write_entries_file(tmp_path / "entries.jsonl", entries)
     sizes = list(range(count + 2))  # count + 1 is beyond the file: no head
     sequential = replay_file(path, sizes, jobs=1)
-    parallel = replay_file(path, sizes, jobs=2, chunk_bytes=150, block_bytes=64)
+    parallel = replay_file(path, sizes, jobs=2, split=TINY)
     assert (parallel.count, parallel.roots) == (sequential.count, sequential.roots)
     assert (sequential.count, sequential.roots) == leaf_by_leaf(entries, sizes)
     assert count + 1 not in parallel.roots and parallel.roots[0] == EMPTY_ROOT
-    assert parallel.workers == (2 if len(line_runs(path, 150)) > 1 else 1)
+    assert parallel.workers == (2 if len(line_runs(path, TINY.run_bytes)) > 1 else 1)
     assert parallel.workers == 2 or count < 9
 
 
@@ -139,10 +142,12 @@ def test_more_workers_than_cores_and_runs_of_one_line(tmp_path: Path) -> None:
     )
     entries = as_the_verifier_reads(path)
     sizes = [0, 1, 100, 128, 256, 257]
-    for jobs, chunk_bytes in ((3, 1), (4, 500), (2, 1 << 20)):
-        got = replay_file(path, sizes, jobs=jobs, chunk_bytes=chunk_bytes, block_bytes=10)
+    for jobs, run_bytes in ((3, 1), (4, 500), (2, 1 << 20)):
+        got = replay_file(path, sizes, jobs=jobs, split=Split(run_bytes, 10, worker_bytes=1))
         assert (got.count, got.roots) == leaf_by_leaf(entries, sizes)
-        assert got.workers == min(jobs, len(line_runs(path, chunk_bytes)))
+        assert got.workers == min(jobs, len(line_runs(path, run_bytes)))
+    # By default a worker needs a share of 32 MB: a small file is replayed in this process.
+    assert replay_file(path, sizes, jobs=2).workers == 1
 
 
 def json_entries(count: int) -> list[bytes]:
@@ -178,7 +183,7 @@ def test_runs_placed_by_their_seq_or_by_counting_give_the_same_heads(
         assert plausible == claims and len(claims) > 10
     sizes = list(range(402))  # every tree head, and one past the end
     one = replay_file(path, sizes, jobs=1)
-    several = replay_file(path, sizes, jobs=2, chunk_bytes=chunk_bytes, block_bytes=200)
+    several = replay_file(path, sizes, jobs=2, split=Split(chunk_bytes, 200, worker_bytes=1))
     assert (several.count, several.roots) == (one.count, one.roots)
     assert (one.count, one.roots) == leaf_by_leaf(entries, sizes)
     assert several.workers == 2
@@ -237,7 +242,7 @@ async def grow(ctx: NodeContext, count: int) -> None:
 def verdicts(export: Path) -> tuple[Report, Report]:
     """The report of one process, and of workers over runs of about six entries."""
     one = verify_export(export, jobs=1)
-    several = verify_export(export, jobs=2, chunk_bytes=1000)
+    several = verify_export(export, jobs=2, split=Split(1000, 300, worker_bytes=1))
     return one, several
 
 
