@@ -225,7 +225,7 @@ def _raw_sha256(path: Path) -> dict[str, float]:
     }
 
 
-REPLAY_ROUNDS = 3
+REPLAY_ROUNDS = 5  # a burst of other work on the shared machine can last a few rounds
 
 
 def _verify_s(out: Path, jobs: int) -> tuple[float, int]:
