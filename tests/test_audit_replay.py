@@ -10,6 +10,7 @@ anywhere in a real node's export gets the same verdict and reason codes.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import pickle
 import random
 import shutil
@@ -264,6 +265,13 @@ async def test_a_changed_entry_anywhere_is_caught_alike(node: NodeContext, tmp_p
     assert several.workers == 2 and one.workers == 1
     assert (several.size, several.entries, several.checkpoints_checked) == (129, 129, 2)
     lines = (good / "entries.jsonl").read_bytes().splitlines(keepends=True)
+    # The auditor's command: 2 jobs asked for, but an export this small (far
+    # below 32 MB a worker) is replayed in one process, and says so.
+    command = [sys.executable, "-m", "audit", "verify", str(good), "--jobs", "2", "--json"]
+    run = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: ASYNC221
+    assert run.returncode == 0, run.stderr
+    answer = json.loads(run.stdout)
+    assert (answer["ok"], answer["entries"], answer["workers"]) == (True, 129, 1)
 
     for index in (0, 1, 29, 30, 63, 64, 65, 79, 80, 127, 128):
         bad = tmp_path / f"changed-{index}"
