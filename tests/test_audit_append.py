@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -151,6 +153,7 @@ def _utc(value: Any) -> str:
     if isinstance(value, str):
         assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}", value), value
         return value
+    assert isinstance(value, dt.datetime)
     return value.astimezone(dt.UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
@@ -235,3 +238,43 @@ async def test_concurrent_batches_keep_one_tree_and_monotonic_time(engine: Async
     async with sessions() as session:
         assert await audit.first_damaged_entry(session) is None
         assert await audit_tree.root_at(session, total) == root_of_entries(leaves)
+
+
+_SAFE = 2**53 - 1
+_PLAIN_VALUES = (
+    st.none()
+    | st.booleans()
+    | st.integers(-_SAFE, _SAFE)
+    | st.text()  # control characters, quotes, backslashes, any plane
+    | st.lists(st.text(), max_size=5)
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(body=st.dictionaries(st.text(st.characters(max_codepoint=127)), _PLAIN_VALUES, max_size=10))
+def test_the_fast_path_gives_rfc8785_bytes(body: dict[str, Any]) -> None:
+    """What entries hold (ASCII names; strings, safe integers, flags, lists of names)."""
+    try:
+        expected = canonical_json(body)
+    except Exception:  # values RFC 8785 cannot represent (lone surrogates)
+        return
+    assert audit.entry_bytes(body) == expected
+
+
+def test_values_off_the_fast_path_still_give_rfc8785_bytes() -> None:
+    for body in (
+        {"ratio": 0.1, "n": 1e21},
+        {"big": 2**53},  # past the IEEE 754 safe range: the library's refusal, not a wrong number
+        {"nested": {"b": [1, {"a": None}]}},
+        {"ñame": "x"},
+        {"text": "\ud800"},  # a lone surrogate
+    ):
+        try:
+            expected: bytes | type[Exception] = canonical_json(body)
+        except Exception as refused:  # the library's own refusal is the expectation
+            expected = type(refused)
+        if isinstance(expected, bytes):
+            assert audit.entry_bytes(body) == expected
+        else:
+            with pytest.raises(expected):
+                audit.entry_bytes(body)

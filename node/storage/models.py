@@ -125,7 +125,6 @@ class AuditEntry(Base):
     entry: Mapped[str] = mapped_column(Text)
 
     __table_args__ = (
-        SqlIndex("ix_audit_message", "message_id"),
         # (column, seq): a query walks one value's entries in log order and stops at its limit.
         SqlIndex("ix_audit_counterparty_seq", "counterparty", "seq"),
         SqlIndex("ix_audit_case_ref", "case_ref", "seq"),
