@@ -21,6 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from audit.merkle import root_of_entries
@@ -29,7 +30,7 @@ from node.audit import AuditEvent, CaseRef
 from node.canonical import canonical_json
 from node.storage.engine import create_engine, session_factory
 from node.storage.migrate import upgrade_to_head
-from node.storage.sessions import Sessions
+from node.storage.models import AuditEntry
 
 START = dt.datetime(2026, 3, 1, 12, 0, 0, 250_000, tzinfo=dt.UTC)
 SECRET = b"test-case-secret-0123456789abcdef"
@@ -94,9 +95,14 @@ def _events(count: int, offset: int = 0) -> list[AuditEvent]:
     return made
 
 
-async def _write(sessions: Sessions, batches: list[int]) -> list[int]:
-    """The events in transactions of the given sizes; a transaction of 3 appends one at a time."""
+async def _write(engine: AsyncEngine, batches: list[int]) -> tuple[list[int], list[AuditEntry]]:
+    """The events in transactions of the given sizes; a transaction of 3 appends one at a time.
+
+    Returns every seq, and the entries ``audit.append`` handed back.
+    """
+    sessions = session_factory(engine)
     seqs: list[int] = []
+    returned: list[AuditEntry] = []
     done = 0
     for size in batches:
         events = _events(size, done)
@@ -116,10 +122,11 @@ async def _write(sessions: Sessions, batches: list[int]) -> list[int]:
                         **event.details,
                     )
                     seqs.append(entry.seq)
+                    returned.append(entry)
             else:
                 seqs += await audit.append_many(session, node="MX", events=events)
         done += size
-    return seqs
+    return seqs, returned
 
 
 BATCHES = [1, 3, 64, 0, 1, 100, 7, 3, 1000, 1, 33]
@@ -162,12 +169,16 @@ def _digest(dump: dict[str, Any]) -> str:
 
 
 async def test_what_an_append_stores_is_unchanged_byte_for_byte(engine: AsyncEngine) -> None:
-    sessions = session_factory(engine)
-    seqs = await _write(sessions, BATCHES)
+    seqs, returned = await _write(engine, BATCHES)
     total = sum(BATCHES)
     assert seqs == list(range(total))
     dump = await _dump(engine)
     assert _digest(dump) == GOLDEN
+    # audit.append hands back what it wrote, recorded_at included.
+    assert len(returned) == 6
+    for entry in returned:
+        stored = dump["entries"][entry.seq]
+        assert (entry.entry, _utc(entry.recorded_at)) == (stored[-1], stored[1])
 
     # Independently: each entry is the rfc8785 library's bytes of its members ...
     events = _events(total)
@@ -187,26 +198,24 @@ async def test_what_an_append_stores_is_unchanged_byte_for_byte(engine: AsyncEng
     # recorded_at never goes backwards along seq, though entry times do.
     times = [row[1] for row in dump["entries"]]
     assert times == sorted(times)
-    async with sessions() as session:
+    async with session_factory(engine)() as session:
         assert await audit.first_damaged_entry(session) is None
 
 
 async def test_an_empty_batch_writes_nothing(engine: AsyncEngine) -> None:
-    sessions = session_factory(engine)
-    await _write(sessions, [5])
+    await _write(engine, [5])
     before = await _dump(engine)
-    async with sessions.begin() as session:
+    async with session_factory(engine).begin() as session:
         assert await audit.append_many(session, node="MX", events=[]) == []
     assert await _dump(engine) == before
 
 
 async def test_a_refused_entry_rolls_back_its_whole_batch(engine: AsyncEngine) -> None:
-    sessions = session_factory(engine)
-    await _write(sessions, [5])
+    await _write(engine, [5])
     before = await _dump(engine)
     bad = AuditEvent("case.created", START, case_ref=CaseRef("MX-TEST-0001"))  # a raw case id
     with pytest.raises(ValueError, match="pseudonym"):
-        async with sessions.begin() as session:
+        async with session_factory(engine).begin() as session:
             await audit.append_many(session, node="MX", events=[*_events(3, 5), bad])
     assert await _dump(engine) == before
 
@@ -278,3 +287,19 @@ def test_values_off_the_fast_path_still_give_rfc8785_bytes() -> None:
         else:
             with pytest.raises(expected):
                 audit.entry_bytes(body)
+
+
+async def test_a_value_too_long_for_its_column_is_never_cut(engine: AsyncEngine) -> None:
+    """PostgreSQL refuses it, and so the whole batch; SQLite, which has no lengths, keeps it."""
+    long_event = "e" * 41  # the event column holds 40
+    events = [*_events(2), AuditEvent(long_event, START)]
+    sessions = session_factory(engine)
+    if engine.dialect.name == "postgresql":
+        with pytest.raises(DBAPIError, match="too long"):
+            async with sessions.begin() as session:
+                await audit.append_many(session, node="MX", events=events)
+        assert (await _dump(engine))["head"][0] == 0
+    else:
+        async with sessions.begin() as session:
+            await audit.append_many(session, node="MX", events=events)
+        assert [row[2] for row in (await _dump(engine))["entries"]][-1] == long_event
