@@ -27,6 +27,7 @@ from bench.machine import describe
 
 SUITES = ("floor", "e2e", "audit", "idle")
 BACKENDS = ("sqlite", "postgresql")
+RUNS = tuple(plan.name for plan in e2e.plans(quick=False))
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results.json"
 DOCUMENT = ROOT / "BENCHMARKS.md"
@@ -37,6 +38,9 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--suite", action="append", choices=SUITES, help="repeatable; default all")
     parser.add_argument("--backend", action="append", choices=BACKENDS, help="default both")
     parser.add_argument("--quick", action="store_true", help="smaller counts and sizes")
+    parser.add_argument(
+        "--run", action="append", choices=RUNS, help="e2e runs to make (repeatable; default all)"
+    )
     parser.add_argument("--profile", type=Path, help="write py-spy profiles of e2e runs here")
     parser.add_argument("--no-write", action="store_true", help="print, do not write files")
     return parser.parse_args(argv)
@@ -79,7 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         if "e2e" in suites:
             _log("e2e: two serve processes over mutual TLS")
             results["e2e"] = e2e.run(
-                quick=args.quick, backends=backends, postgres=postgres, profile_dir=args.profile
+                quick=args.quick,
+                backends=backends,
+                postgres=postgres,
+                profile_dir=args.profile,
+                only=args.run,
             )
             # The floor of this run, kept with the e2e figures it is compared with.
             results["e2e_floor_per_s"] = results["floor"]["return_notice"]["floor_per_s"]

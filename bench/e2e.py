@@ -418,8 +418,9 @@ async def _run_backend(
     database_urls: dict[str, str] | None,
     quick: bool,
     profile_dir: Path | None,
+    only: list[str] | None = None,
 ) -> dict[str, Any]:
-    runs = plans(quick)
+    runs = [plan for plan in plans(quick) if not only or plan.name in only]
     cases = min(CASE_POOL, max(plan.count for plan in runs))
     fed = await _setup(backend, base, database_urls, cases)
     results: dict[str, Any] = {"setup_s": fed.setup_s, "cases": cases, "runs": {}}
@@ -431,7 +432,12 @@ async def _run_backend(
 
 
 def run(
-    *, quick: bool, backends: list[str], postgres: Any, profile_dir: Path | None = None
+    *,
+    quick: bool,
+    backends: list[str],
+    postgres: Any,
+    profile_dir: Path | None = None,
+    only: list[str] | None = None,
 ) -> dict[str, Any]:
     """Per backend: a closed-loop run and open-loop runs at fixed offered loads."""
     results: dict[str, Any] = {}
@@ -447,7 +453,7 @@ def run(
                     for node_id in ("MX", "GT")
                 }
             results[backend] = asyncio.run(
-                _run_backend(backend, Path(tmp), urls, quick, profile_dir)
+                _run_backend(backend, Path(tmp), urls, quick, profile_dir, only)
             )
     return results
 

@@ -14,6 +14,7 @@ Layout of a data directory (created by ``puente init``)::
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 
 import tomli_w
 
+from node.batch_wire import MAX_BATCH_MESSAGES
 from node.errors import ConfigError
 
 CONFIG_FILE = "puente.toml"
@@ -55,7 +57,8 @@ class DeliveryConfig:
     connect_timeout: float = 10.0
     read_timeout: float = 20.0
     max_in_flight: int = 1
-    batch_size: int = 32
+    batch_size: int = 64
+    messages_per_request: int = 64  # 1: one message a request (POST /federation/v1/messages)
     send_rate_per_peer: float = 500.0
     send_burst_per_peer: int = 50
     inbound_rate_per_peer: float = 1000.0
@@ -67,6 +70,8 @@ class DeliveryConfig:
         # Refused by load_config as bad_config: a zero limit would stall delivery.
         if min(self.max_in_flight, self.batch_size, self.send_burst_per_peer) < 1:
             raise ValueError("delivery limits must be at least 1")
+        if not 1 <= self.messages_per_request <= MAX_BATCH_MESSAGES:
+            raise ValueError(f"messages_per_request must be 1 to {MAX_BATCH_MESSAGES}")
         if min(self.inbound_burst_per_peer, self.inbound_max_concurrent_per_peer) < 1:
             raise ValueError("inbound limits must be at least 1")
         if min(self.send_rate_per_peer, self.inbound_rate_per_peer, self.retry_base) <= 0:
@@ -156,23 +161,8 @@ class NodeConfig:
                 "burst": self.api.burst,
                 "max_body_bytes": self.api.max_body_bytes,
             },
-            "delivery": {
-                "poll_interval": self.delivery.poll_interval,
-                "retry_base": self.delivery.retry_base,
-                "retry_max": self.delivery.retry_max,
-                "message_ttl_hours": self.delivery.message_ttl_hours,
-                "request_timeout": self.delivery.request_timeout,
-                "connect_timeout": self.delivery.connect_timeout,
-                "read_timeout": self.delivery.read_timeout,
-                "max_in_flight": self.delivery.max_in_flight,
-                "batch_size": self.delivery.batch_size,
-                "send_rate_per_peer": self.delivery.send_rate_per_peer,
-                "send_burst_per_peer": self.delivery.send_burst_per_peer,
-                "inbound_rate_per_peer": self.delivery.inbound_rate_per_peer,
-                "inbound_burst_per_peer": self.delivery.inbound_burst_per_peer,
-                "inbound_max_concurrent_per_peer": self.delivery.inbound_max_concurrent_per_peer,
-                "inbound_body_timeout": self.delivery.inbound_body_timeout,
-            },
+            # Every setting, so a saved config shows them all (and none is lost).
+            "delivery": dataclasses.asdict(self.delivery),
             "federation": {
                 "sources": list(self.federation.sources),
                 "fetch_from_peers": self.federation.fetch_from_peers,

@@ -12,9 +12,10 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from joserfc.jwk import OKPKey
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from node.audit_keys import AUDIT_FILE, AuditIdentity, load_audit_identity
 from node.config import NodeConfig, load_config
@@ -29,6 +30,7 @@ from node.storage import (  # noqa: F401  (register their tables)
     directory_models,
 )
 from node.storage.engine import create_engine, session_factory
+from node.storage.sessions import Sessions
 from node.testhooks import CrashPoints
 from node.timeutil import Clock, utcnow
 from node.trust import verify_held
@@ -58,7 +60,7 @@ class NodeContext:
     trust_root: TrustRoot
     directory: Directory
     engine: AsyncEngine
-    sessions: async_sessionmaker[AsyncSession]
+    sessions: Sessions
     clock: Clock = field(default=utcnow)
     # Test-only crash points (node.testhooks); empty, and so inert, in production.
     crash_points: CrashPoints = field(default_factory=CrashPoints)
@@ -66,6 +68,8 @@ class NodeContext:
     audit: AuditIdentity | None = None
     # Called once a queued disclosure is committed: the deliverer wakes at once.
     queued_listeners: list[Callable[[], None]] = field(default_factory=list)
+    # This process's group committers by purpose (node.storage.group_commit), made on first use.
+    group_commits: dict[str, Any] = field(default_factory=dict)
 
     @property
     def node_id(self) -> str:

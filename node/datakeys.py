@@ -31,6 +31,7 @@ from node.keys import write_private_file
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
+DataKey = tuple[str, bytes]  # (key id, 256-bit key)
 _KEY_ID = re.compile(r"^[0-9a-f-]{36}$")
 
 
@@ -52,12 +53,26 @@ class DataKeyStore:
             raise DataKeyError("data_key_invalid", "not a data key id")
         return self.root / f"{key_id}.key"
 
-    def create(self) -> tuple[str, bytes]:
+    def create(self) -> DataKey:
         """A fresh key, durably written before any ciphertext under it is committed."""
-        key_id = str(uuid.uuid4())
-        key = AESGCM.generate_key(bit_length=KEY_BYTES * 8)
-        write_private_file(self._path(key_id), key)
-        return key_id, key
+        (made,) = self.create_many(1)
+        return made
+
+    def create_many(self, count: int) -> list[DataKey]:
+        """``count`` fresh keys, durably written: each file, then the directory, synced.
+
+        Blocking (one fsync a file): a busy receiver calls it in a worker
+        thread for a whole batch (asyncio.to_thread), off the event loop.
+        """
+        made = []
+        for _ in range(count):
+            key_id = str(uuid.uuid4())
+            key = AESGCM.generate_key(bit_length=KEY_BYTES * 8)
+            write_private_file(self._path(key_id), key)
+            made.append((key_id, key))
+        if made:
+            self._sync_directory()  # the new names, not only the contents, survive a crash
+        return made
 
     def get(self, key_id: str) -> bytes:
         """The key, or :class:`DataKeyError` ``data_key_destroyed``."""

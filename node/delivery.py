@@ -69,11 +69,16 @@ class Deliverer:
         """Run every peer queue and the sweep until cancelled."""
         interval = self.ctx.config.delivery.poll_interval
         try:
+            last_sweep: float | None = None
             while True:
-                try:
-                    await self.sweep()
-                except Exception:  # keep delivering whatever one sweep hit
-                    log.exception("delivery_sweep_failed")
+                # Once a poll interval at most: a wake per queued disclosure must not
+                # cost a busy node a sweep each.
+                if last_sweep is None or time.monotonic() - last_sweep >= interval:
+                    last_sweep = time.monotonic()
+                    try:
+                        await self.sweep()
+                    except Exception:  # keep delivering whatever one sweep hit
+                        log.exception("delivery_sweep_failed")
                 for peer_id in self._peer_ids():
                     task = self._tasks.get(peer_id)
                     if task is None or task.done():

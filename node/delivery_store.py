@@ -137,6 +137,7 @@ async def _record(
             )
         ).scalars()
     }
+    events: list[audit.AuditEvent] = []
     for outcome in outcomes:
         row = rows.get(outcome.message_id)
         if row is None or row.state not in ("queued", "sending"):
@@ -144,13 +145,13 @@ async def _record(
         if outcome.attempted:
             row.attempts += 1
         if outcome.result is Result.DELIVERED:
-            await _delivered(ctx, session, row, outcome, now)
+            events.append(_delivered(row, outcome, now))
         elif outcome.result is Result.REFUSED:
-            await _refused(ctx, session, row, outcome.reason or "refused", now)
+            events.append(_refused(row, outcome.reason or "refused", now))
         elif outcome.result is Result.EXPIRED:
             if outcome.reason:
                 row.last_error = outcome.reason[:200]
-            await _expired(ctx, session, row, now)
+            events.append(_expired(row, now))
         elif outcome.result is Result.RETRY:
             wait = outcome.retry_after
             if wait is None:
@@ -164,6 +165,8 @@ async def _record(
         else:
             row.state = "queued"
     await session.flush()
+    if events:
+        await audit.append_many(session, node=ctx.node_id, events=events)
     ctx.crash_points.reached("sender.outcome_uncommitted")
 
 
@@ -175,56 +178,49 @@ async def _peer_health(session: AsyncSession, peer: str) -> DeliveryPeer:
     return health
 
 
-async def _delivered(
-    ctx: NodeContext, session: AsyncSession, row: Disclosure, outcome: Outcome, now: dt.datetime
-) -> None:
+# Each transition below changes the row and returns its audit entry; the
+# caller appends a round's entries together (audit.append_many) before commit.
+
+
+def _delivered(row: Disclosure, outcome: Outcome, now: dt.datetime) -> audit.AuditEvent:
     assert outcome.receipt is not None
     row.state = "delivered"
     row.receipt = outcome.receipt
     row.delivered_at = now
     row.last_error = None
-    await audit.append(
-        session,
-        node=ctx.node_id,
+    return audit.AuditEvent(
         event="disclosure.delivered",
         at=now,
         message_id=row.message_id,
         counterparty=row.recipient_node,
-        envelope_sha256=row.envelope_sha256,
-        receipt_sha256=sha256_hex(outcome.receipt.encode("ascii")),
+        details={
+            "envelope_sha256": row.envelope_sha256,
+            "receipt_sha256": sha256_hex(outcome.receipt.encode("ascii")),
+        },
     )
 
 
-async def _refused(
-    ctx: NodeContext, session: AsyncSession, row: Disclosure, reason: str, now: dt.datetime
-) -> None:
+def _refused(row: Disclosure, reason: str, now: dt.datetime) -> audit.AuditEvent:
     row.state = "refused"
     row.refusal_reason = reason[:64]
     row.last_error = reason[:200]
-    await audit.append(
-        session,
-        node=ctx.node_id,
+    return audit.AuditEvent(
         event="disclosure.refused",
         at=now,
         message_id=row.message_id,
         counterparty=row.recipient_node,
-        reason=row.refusal_reason,
+        details={"reason": row.refusal_reason},
     )
 
 
-async def _expired(
-    ctx: NodeContext, session: AsyncSession, row: Disclosure, now: dt.datetime
-) -> None:
+def _expired(row: Disclosure, now: dt.datetime) -> audit.AuditEvent:
     row.state = "expired"
-    await audit.append(
-        session,
-        node=ctx.node_id,
+    return audit.AuditEvent(
         event="disclosure.expired",
         at=now,
         message_id=row.message_id,
         counterparty=row.recipient_node,
-        attempts=row.attempts,
-        last_error=row.last_error,
+        details={"attempts": row.attempts, "last_error": row.last_error},
     )
 
 
@@ -235,25 +231,32 @@ async def expire_unsent(ctx: NodeContext, limit: int = 500) -> int:
     recipient; the others get a last attempt from their peer queue first.
     """
     now = ctx.now()
+    overdue = (
+        _PENDING,
+        Disclosure.expires_at <= now,
+        Disclosure.state == "queued",
+        Disclosure.attempts == 0,
+    )
+    async with ctx.sessions() as session:
+        # Usually there is nothing to expire: find out without taking the write lock.
+        first = await session.execute(select(Disclosure.message_id).where(*overdue).limit(1))
+        if first.first() is None:
+            return 0
     async with ctx.sessions.begin() as session:
         rows = list(
             (
                 await session.execute(
                     select(Disclosure)
-                    .where(
-                        _PENDING,
-                        Disclosure.expires_at <= now,
-                        Disclosure.state == "queued",
-                        Disclosure.attempts == 0,
-                    )
+                    .where(*overdue)
                     .order_by(Disclosure.expires_at)
                     .limit(limit)
                     .with_for_update()
                 )
             ).scalars()
         )
-        for row in rows:
-            await _expired(ctx, session, row, now)
+        if rows:
+            events = [_expired(row, now) for row in rows]
+            await audit.append_many(session, node=ctx.node_id, events=events)
     return len(rows)
 
 
@@ -271,8 +274,9 @@ async def refuse_orphans(ctx: NodeContext, members: Collection[str], limit: int 
                 )
             ).scalars()
         )
-        for row in rows:
-            await _refused(ctx, session, row, "recipient_not_a_member", now)
+        if rows:
+            events = [_refused(row, "recipient_not_a_member", now) for row in rows]
+            await audit.append_many(session, node=ctx.node_id, events=events)
     return len(rows)
 
 

@@ -14,18 +14,16 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from node.directory import Directory, TrustRoot
 from node.storage.directory_models import DirectoryVersion
 from node.storage.engine import create_engine, session_factory
 from node.storage.migrate import upgrade_to_head
+from node.storage.sessions import Sessions
 from node.trust import verify_held
 
 
-async def record(
-    sessions: async_sessionmaker[AsyncSession], directory: Directory, *, seen_at: dt.datetime
-) -> bool:
+async def record(sessions: Sessions, directory: Directory, *, seen_at: dt.datetime) -> bool:
     """Store a verified directory unless its version is already there. True if stored."""
     async with sessions() as session:
         if await session.get(DirectoryVersion, directory.version) is not None:
@@ -60,16 +58,14 @@ async def record_in_database(
         await engine.dispose()
 
 
-async def signed_version(
-    sessions: async_sessionmaker[AsyncSession], version: int
-) -> Mapping[str, Any] | None:
+async def signed_version(sessions: Sessions, version: int) -> Mapping[str, Any] | None:
     """The signed directory with this version, exactly as it was verified."""
     async with sessions() as session:
         row = await session.get(DirectoryVersion, version)
     return json.loads(row.signed) if row is not None else None
 
 
-async def list_versions(sessions: async_sessionmaker[AsyncSession]) -> list[DirectoryVersion]:
+async def list_versions(sessions: Sessions) -> list[DirectoryVersion]:
     """Every recorded version, oldest first."""
     async with sessions() as session:
         query = select(DirectoryVersion).order_by(DirectoryVersion.version)
@@ -77,7 +73,7 @@ async def list_versions(sessions: async_sessionmaker[AsyncSession]) -> list[Dire
 
 
 async def directory_in_force(
-    sessions: async_sessionmaker[AsyncSession], trust_root: TrustRoot, at: dt.datetime
+    sessions: Sessions, trust_root: TrustRoot, at: dt.datetime
 ) -> Directory | None:
     """The newest directory this node had accepted by ``at`` (None if none yet).
 

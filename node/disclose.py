@@ -12,23 +12,25 @@ lands between preview and send wins.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from node import audit
-from node.cases import find_case, own_authority_kind
+from node.cases import Case, find_case, own_authority_kind
 from node.consent import ConsentRecord, RecipientRef
 from node.consents import consents_for_case
 from node.context import NodeContext
-from node.outbox import DisclosureRefused, queue_disclosure
+from node.outbox import DisclosureRefused, QueuedDisclosure, commit_queued, prepare_disclosure
 from node.planning import Plan, VitalInterest, plan_disclosure
 from node.policy import default_policy_set
 from node.storage.consent_models import CaseDisclosure, CaseRow, ConsentRow
+from node.storage.group_commit import GroupCommit
 from node.storage.models import Disclosure
 from node.summaries import audit_case_ref
 from node.timeutil import rfc3339
@@ -111,7 +113,7 @@ def _recipient(ctx: NodeContext, node: str, authority: str) -> RecipientRef:
 async def preview_disclosure(
     ctx: NodeContext,
     *,
-    case: str,
+    case: str | Case,
     doc_type: str,
     purpose: str,
     recipient_node: str,
@@ -122,10 +124,10 @@ async def preview_disclosure(
 ) -> Preview:
     """The exact summary that would be sent, with every withheld field and its reason.
 
-    ``case`` is a case id or case_ref; ``vital_interest`` is the written
+    ``case`` is a case id or case_ref, or the case already loaded; ``vital_interest`` is the written
     justification of a disclosure without consent because a life is in danger.
     """
-    record = await find_case(ctx, case)
+    record = case if isinstance(case, Case) else await find_case(ctx, case)
     sender = sender_authority or record.authority
     own_authority_kind(ctx, sender)
     recipient = _recipient(ctx, recipient_node, recipient_authority)
@@ -150,7 +152,7 @@ async def preview_disclosure(
 async def disclose(
     ctx: NodeContext,
     *,
-    case: str,
+    case: str | Case,
     doc_type: str,
     purpose: str,
     recipient_node: str,
@@ -191,71 +193,122 @@ async def send_preview(
         await _audit_refusal(ctx, preview, reason)
         raise DisclosureRefused(reason, detail)
     assert plan.retain_until is not None
-    case_pseudonym = audit_case_ref(ctx, preview.case_ref)
     review = plan.exception is not None
-    async with ctx.sessions.begin() as session:
-        if plan.consent is not None:
-            await _recheck_consent(session, plan.consent)
-        case_row = await session.get(CaseRow, preview.case_id, with_for_update=True)
-        if case_row is None or case_row.updated_at != preview.case_updated_at:
-            raise DisclosureRefused("preview_stale", "the case changed; preview again")
-        row = await queue_disclosure(
-            ctx,
-            sender_authority=preview.sender_authority,
-            recipient_node=recipient_node,
-            recipient_authority=recipient_authority,
-            doc_type=doc_type,
-            body=preview.document,
-            ttl=ttl,
-            terms=plan.terms,
-            audit_details={
-                "case_ref": case_pseudonym,
-                "purpose": purpose,
-                "legal_basis": plan.legal_basis,
-                "consent_id": plan.consent.consent_id if plan.consent else None,
-                "exception_id": plan.exception.exception_id if plan.exception else None,
-                "justification_sha256": (
-                    plan.exception.justification_sha256 if plan.exception else None
-                ),
-                "review_required": True if review else None,
-                "policy_id": plan.rule.policy.policy_id,
-                "policy_version": plan.rule.policy.version,
-                "policy_sha256": plan.rule.policy.sha256,
-                "agreements": [a.agreement_id for a in plan.rule.agreements] or None,
-                "categories": sorted(plan.summary.categories(plan.rule)),
-                "withheld": sorted(preview.withheld),
-                "retain_until": rfc3339(plan.retain_until),
-            },
-            session=session,
-        )
-        session.add(
-            CaseDisclosure(
-                message_id=row.message_id,
-                case_id=preview.case_id,
-                consent_id=plan.consent.consent_id if plan.consent else None,
-                purpose=purpose,
-                legal_basis=plan.legal_basis or "consent",
-                policy_id=plan.rule.policy.policy_id,
-                policy_version=plan.rule.policy.version,
-                policy_sha256=plan.rule.policy.sha256,
-                agreements=[a.ref.as_json() for a in plan.rule.agreements],
-                categories=sorted(plan.summary.categories(plan.rule)),
-                retain_until=plan.retain_until,
-                review_required=review,
-                exception_id=plan.exception.exception_id if plan.exception else None,
-                justification=plan.exception.justification if plan.exception else None,
-                created_at=row.created_at,
-            )
-        )
+    categories = sorted(plan.summary.categories(plan.rule))
+    queued = prepare_disclosure(
+        ctx,
+        sender_authority=preview.sender_authority,
+        recipient_node=recipient_node,
+        recipient_authority=recipient_authority,
+        doc_type=doc_type,
+        body=preview.document,
+        ttl=ttl,
+        terms=plan.terms,
+        audit_details={
+            "case_ref": audit_case_ref(ctx, preview.case_ref),
+            "purpose": purpose,
+            "legal_basis": plan.legal_basis,
+            "consent_id": plan.consent.consent_id if plan.consent else None,
+            "exception_id": plan.exception.exception_id if plan.exception else None,
+            "justification_sha256": (
+                plan.exception.justification_sha256 if plan.exception else None
+            ),
+            "review_required": True if review else None,
+            "policy_id": plan.rule.policy.policy_id,
+            "policy_version": plan.rule.policy.version,
+            "policy_sha256": plan.rule.policy.sha256,
+            "agreements": [a.agreement_id for a in plan.rule.agreements] or None,
+            "categories": categories,
+            "withheld": sorted(preview.withheld),
+            "retain_until": rfc3339(plan.retain_until),
+        },
+    )
+    row = queued.row
+    record = CaseDisclosure(
+        message_id=row.message_id,
+        case_id=preview.case_id,
+        consent_id=plan.consent.consent_id if plan.consent else None,
+        purpose=purpose,
+        legal_basis=plan.legal_basis or "consent",
+        policy_id=plan.rule.policy.policy_id,
+        policy_version=plan.rule.policy.version,
+        policy_sha256=plan.rule.policy.sha256,
+        agreements=[a.ref.as_json() for a in plan.rule.agreements],
+        categories=categories,
+        retain_until=plan.retain_until,
+        review_required=review,
+        exception_id=plan.exception.exception_id if plan.exception else None,
+        justification=plan.exception.justification if plan.exception else None,
+        created_at=row.created_at,
+    )
+    await _sends(ctx).submit(_Send(preview, queued, record))
     return Sent(row.message_id, preview)
 
 
-async def _recheck_consent(session: AsyncSession, planned: ConsentRecord) -> None:
-    row = await session.get(ConsentRow, planned.consent_id, with_for_update=True)
+@dataclass(frozen=True)
+class _Send:
+    """A sealed disclosure waiting for its group's transaction."""
+
+    preview: Preview
+    queued: QueuedDisclosure
+    record: CaseDisclosure
+
+
+def _sends(ctx: NodeContext) -> GroupCommit[_Send, str]:
+    """This process's group committer of sends (node.storage.group_commit)."""
+    group = ctx.group_commits.get("disclose")
+    if group is None:
+        group = ctx.group_commits["disclose"] = GroupCommit(
+            ctx.sessions, functools.partial(_commit_sends, ctx)
+        )
+    return cast(GroupCommit[_Send, str], group)
+
+
+async def _commit_sends(
+    ctx: NodeContext, session: AsyncSession, sends: Sequence[_Send]
+) -> list[str | Exception]:
+    """Queue a group of sends in one transaction, each re-checked under its row locks.
+
+    A withdrawal or an edit of the case that landed between preview and send
+    wins: that send is refused ``preview_stale`` and the rest go on.
+    """
+    planned = {s.preview.plan.consent.consent_id for s in sends if s.preview.plan.consent}
+    consents: dict[str, ConsentRow] = {}
+    if planned:
+        found = await session.execute(
+            select(ConsentRow)
+            .where(ConsentRow.consent_id.in_(sorted(planned)))
+            .order_by(ConsentRow.consent_id)
+            .with_for_update()
+        )
+        consents = {row.consent_id: row for row in found.scalars()}
+    found_cases = await session.execute(
+        select(CaseRow.case_id, CaseRow.updated_at)
+        .where(CaseRow.case_id.in_(sorted({s.preview.case_id for s in sends})))
+        .order_by(CaseRow.case_id)
+        .with_for_update()
+    )
+    case_versions = {case_id: updated_at for case_id, updated_at in found_cases.all()}
+    results: list[str | Exception] = []
+    accepted: list[_Send] = []
+    for send in sends:
+        consent = send.preview.plan.consent
+        if consent is not None and not _unchanged(consents.get(consent.consent_id), consent):
+            # Withdrawn or narrowed since the plan was made: plan again, never send the old one.
+            results.append(DisclosureRefused("preview_stale", "the consent changed; preview again"))
+        elif case_versions.get(send.preview.case_id) != send.preview.case_updated_at:
+            results.append(DisclosureRefused("preview_stale", "the case changed; preview again"))
+        else:
+            accepted.append(send)
+            results.append(send.queued.row.message_id)
+    await commit_queued(ctx, session, [s.queued for s in accepted])
+    session.add_all([s.record for s in accepted])
+    return results
+
+
+def _unchanged(row: ConsentRow | None, planned: ConsentRecord) -> bool:
     current = ConsentRecord.from_document(row.record) if row is not None else None
-    if current is None or current.history != planned.history:
-        # Withdrawn or narrowed since the plan was made: plan again, never send the old one.
-        raise DisclosureRefused("preview_stale", "the consent changed; preview again")
+    return current is not None and current.history == planned.history
 
 
 async def _audit_refusal(ctx: NodeContext, preview: Preview, reason: str) -> None:

@@ -65,3 +65,10 @@ class PeerError(PuenteError):
 
     reason = "unknown_peer"
     http_status = 403
+
+
+# Refusal reasons that can pass once the recipient's copy of the directory or
+# its clock catches up with the sender's (key rotation, a new certificate,
+# clock skew): the sender retries them, and a batch stops at the first one so
+# what follows is not stored ahead of it (node.peer_queue, node.receiving).
+TRANSIENT_REFUSALS = frozenset({"unknown_peer", "unknown_sender_key", "not_yet_valid"})

@@ -73,6 +73,30 @@ class InboundLimits:
         finally:
             self._in_flight[peer] -= 1
 
+    def charge(self, peer: str, messages: int) -> None:
+        """Charge an admitted batch of ``messages`` for the rest of its cost, or raise Throttled.
+
+        The rate counts messages: a batch of n costs what n requests would (at
+        most the burst, so any batch can get through), and admission already
+        took one.
+        """
+        bucket = self._buckets.get(peer)
+        if bucket is None:  # pragma: no cover - admitted() made it
+            return
+        rest = min(messages, self._config.inbound_burst_per_peer) - 1
+        if rest < 1:
+            return
+        wait = bucket.try_take(self._monotonic(), rest)
+        if wait > 0:
+            # Refused whole: give back what admission took, or a peer retrying a
+            # batch faster than the bucket refills would never save up enough.
+            bucket.refund(1)
+            raise Throttled(
+                "rate_limited",
+                f"more than {self._config.inbound_rate_per_peer:g} messages a second",
+                retry_after=wait,
+            )
+
     def _admit(self, peer: str) -> None:
         config = self._config
         if self._in_flight.get(peer, 0) >= config.inbound_max_concurrent_per_peer:

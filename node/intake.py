@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from node import audit
 from node.consent import ConsentRecord
 from node.context import NodeContext
+from node.datakeys import DataKey
 from node.envelope import OpenedEnvelope
 from node.policy import default_policy_set
 from node.storage.consent_models import ConsentRow
@@ -65,9 +66,21 @@ class Intake:
 
 
 async def prepare(
-    ctx: NodeContext, envelope: bytes, opened: OpenedEnvelope, now: dt.datetime
+    ctx: NodeContext,
+    envelope: bytes,
+    opened: OpenedEnvelope,
+    now: dt.datetime,
+    *,
+    session: AsyncSession | None = None,
+    fresh: bool = False,
+    data_key: DataKey | None = None,
 ) -> Intake:
-    """Check an opened envelope by document type and plan how to store it."""
+    """Check an opened envelope by document type and plan how to store it.
+
+    A batch (node.receiving.receive_batch) passes its read ``session``, says
+    the message id is ``fresh`` (it checked the whole batch at once) and
+    hands over a ``data_key`` it made with the others in one go.
+    """
     message = opened.message
     plain = Intake(body=dict(message.body), envelope=envelope)
     if message.doc_type in CONTROL_DOCUMENTS and message.terms is not None:
@@ -77,14 +90,30 @@ async def prepare(
         return _withdrawal_intake(ctx, plain, opened, now)
     if message.terms is None and message.doc_type not in ("erasure_receipt", "case_handoff"):
         return plain  # nothing to check, nothing sealed (a return notice without terms)
-    async with ctx.sessions() as session:
-        if await _already_stored(session, message.sender.node, message.message_id):
-            # A retry: the pipeline's unique constraint answers it with the first receipt.
-            return plain
-        if message.doc_type == "erasure_receipt":
-            await check_erasure_receipt(session, message)
-            return _erasure_receipt_intake(ctx, plain, opened, now)
-        accepted = await _check(ctx, session, opened)
+    if session is None:
+        async with ctx.sessions() as own:
+            return await _prepare_checked(ctx, own, plain, envelope, opened, now, fresh, data_key)
+    return await _prepare_checked(ctx, session, plain, envelope, opened, now, fresh, data_key)
+
+
+async def _prepare_checked(
+    ctx: NodeContext,
+    session: AsyncSession,
+    plain: Intake,
+    envelope: bytes,
+    opened: OpenedEnvelope,
+    now: dt.datetime,
+    fresh: bool,
+    data_key: DataKey | None,
+) -> Intake:
+    message = opened.message
+    if not fresh and await _already_stored(session, message.sender.node, message.message_id):
+        # A retry: the pipeline's unique constraint answers it with the first receipt.
+        return plain
+    if message.doc_type == "erasure_receipt":
+        await check_erasure_receipt(session, message)
+        return _erasure_receipt_intake(ctx, plain, opened, now)
+    accepted = await _check(ctx, session, opened)
     if accepted is None:
         return plain
     sealed = seal_summary(
@@ -93,8 +122,17 @@ async def prepare(
         message_id=message.message_id,
         body=message.body,
         envelope=envelope,
+        data_key=data_key,
     )
     return _sealed_intake(ctx, opened, accepted, sealed, now)
+
+
+def needs_data_key(opened: OpenedEnvelope) -> bool:
+    """Whether :func:`prepare` would seal this message under a data key if it accepts it."""
+    message = opened.message
+    return message.doc_type not in CONTROL_DOCUMENTS and (
+        message.terms is not None or message.doc_type == "case_handoff"
+    )
 
 
 async def _already_stored(session: AsyncSession, sender: str, message_id: str) -> bool:

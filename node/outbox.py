@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import event, select
@@ -30,6 +31,14 @@ class DisclosureRefused(PuenteError):
     http_status = 422
 
 
+@dataclass(frozen=True)
+class QueuedDisclosure:
+    """A sealed disclosure and its audit entry, ready to commit (:func:`prepare_disclosure`)."""
+
+    row: Disclosure
+    event: audit.AuditEvent
+
+
 async def queue_disclosure(
     ctx: NodeContext,
     *,
@@ -49,6 +58,44 @@ async def queue_disclosure(
     ``terms`` (schemas/disclosure-terms) are signed into the message with the
     body; ``audit_details`` are added to the ``disclosure.queued`` entry. With
     ``session`` the row and its audit entry join the caller's transaction.
+    """
+    queued = prepare_disclosure(
+        ctx,
+        sender_authority=sender_authority,
+        recipient_node=recipient_node,
+        recipient_authority=recipient_authority,
+        doc_type=doc_type,
+        body=body,
+        ttl=ttl,
+        message_id=message_id,
+        terms=terms,
+        audit_details=audit_details,
+    )
+    if session is None:
+        async with ctx.sessions.begin() as own_session:
+            await commit_queued(ctx, own_session, [queued])
+    else:
+        await commit_queued(ctx, session, [queued])
+    return queued.row
+
+
+def prepare_disclosure(
+    ctx: NodeContext,
+    *,
+    sender_authority: str,
+    recipient_node: str,
+    recipient_authority: str,
+    doc_type: str,
+    body: Mapping[str, Any],
+    ttl: dt.timedelta | None = None,
+    message_id: str | None = None,
+    terms: Mapping[str, Any] | None = None,
+    audit_details: Mapping[str, Any] | None = None,
+) -> QueuedDisclosure:
+    """Check, validate and seal one disclosure, outside any transaction.
+
+    The seal (the costly part) is done before the write lock is taken, so a
+    busy node's transactions stay short; :func:`commit_queued` stores it.
     """
     own = ctx.directory.node(ctx.node_id)
     if own is None or sender_authority not in own.authorities:
@@ -102,36 +149,41 @@ async def queue_disclosure(
         attempts=0,
         next_attempt_at=now,
     )
-    if session is None:
-        async with ctx.sessions.begin() as own_session:
-            await _commit_queued(ctx, own_session, row, audit_details or {})
-    else:
-        await _commit_queued(ctx, session, row, audit_details or {})
-    return row
-
-
-async def _commit_queued(
-    ctx: NodeContext, session: AsyncSession, row: Disclosure, details: Mapping[str, Any]
-) -> None:
-    session.add(row)
-    # Wake the deliverer once the row is committed, whoever commits it.
-    event.listen(session.sync_session, "after_commit", lambda _: ctx.disclosure_queued(), once=True)
-    await audit.append(
-        session,
-        node=ctx.node_id,
+    details = dict(audit_details or {})
+    event = audit.AuditEvent(
         event="disclosure.queued",
-        at=row.created_at,
+        at=now,
         message_id=row.message_id,
         counterparty=row.recipient_node,
-        authority=row.sender_authority,
-        counterparty_authority=row.recipient_authority,
-        doc_type=row.doc_type,
-        schema=row.schema_id,
-        fields=row.fields,
-        envelope_sha256=row.envelope_sha256,
-        directory_version=ctx.directory.version,
-        **details,
+        # What audit.append takes by name goes to the entry's indexed columns.
+        case_ref=details.pop("case_ref", None),
+        purpose=details.pop("purpose", None),
+        legal_basis=details.pop("legal_basis", None),
+        details={
+            "authority": row.sender_authority,
+            "counterparty_authority": row.recipient_authority,
+            "doc_type": row.doc_type,
+            "schema": row.schema_id,
+            "fields": row.fields,
+            "envelope_sha256": row.envelope_sha256,
+            "directory_version": ctx.directory.version,
+            **details,
+        },
     )
+    return QueuedDisclosure(row, event)
+
+
+async def commit_queued(
+    ctx: NodeContext, session: AsyncSession, queued: Sequence[QueuedDisclosure]
+) -> None:
+    """Add prepared disclosures and their audit entries to the caller's transaction."""
+    if not queued:
+        return
+    session.add_all([q.row for q in queued])
+    # Wake the deliverer once the rows are committed, whoever commits them.
+    event.listen(session.sync_session, "after_commit", lambda _: ctx.disclosure_queued(), once=True)
+    await session.flush()
+    await audit.append_many(session, node=ctx.node_id, events=[q.event for q in queued])
 
 
 async def get_disclosure(ctx: NodeContext, message_id: str) -> Disclosure | None:

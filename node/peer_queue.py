@@ -31,6 +31,15 @@ from typing import Any
 import aiohttp
 
 from node.backoff import parse_retry_after
+from node.batch_wire import (
+    BATCH_CONTENT_TYPE,
+    BATCH_PATH,
+    MAX_BATCH_MESSAGES,
+    NOT_PROCESSED,
+    encode_request,
+    pack,
+    parse_answers,
+)
 from node.context import NodeContext
 from node.delivery_store import (
     Outcome,
@@ -41,7 +50,7 @@ from node.delivery_store import (
     record_outcomes,
 )
 from node.directory import MemberNode
-from node.errors import ReceiptError
+from node.errors import TRANSIENT_REFUSALS, ReceiptError
 from node.logs import get_logger
 from node.ratelimit import TokenBucket
 from node.receipts import verify_receipt
@@ -51,12 +60,12 @@ from node.tls import client_context
 log = get_logger(__name__)
 
 MESSAGES_PATH = "/federation/v1/messages"
-MAX_RESPONSE_BYTES = 65_536
+JOSE_CONTENT_TYPE = "application/jose"
+# A batch answer holds a receipt (about 1 KB) or a problem for each message.
+MAX_RESPONSE_BYTES = 65_536 + 4_096 * MAX_BATCH_MESSAGES
 # Statuses that mean "not now" rather than "never".
 _RETRYABLE_STATUSES = frozenset({408, 425, 429})
-# Refusal reasons that can pass once the peer's copy of the directory or its
-# clock catches up with ours (key rotation, a new certificate, clock skew).
-RETRYABLE_REASONS = frozenset({"unknown_peer", "unknown_sender_key", "not_yet_valid"})
+RETRYABLE_REASONS = TRANSIENT_REFUSALS
 
 
 @dataclass(frozen=True)
@@ -87,6 +96,7 @@ class PeerQueue:
         )
         self._session: aiohttp.ClientSession | None = None
         self._poked = asyncio.Event()
+        self._batches = True  # until the peer shows it has no batch endpoint
 
     def poke(self) -> None:
         """Look for work now rather than at the next poll."""
@@ -165,27 +175,41 @@ class PeerQueue:
         self, peer: MemberNode, rows: Sequence[Disclosure]
     ) -> tuple[list[Outcome], PeerVerdict]:
         window_size = self.ctx.config.delivery.max_in_flight
-        window: deque[asyncio.Task[_Attempt]] = deque()
+        window: deque[asyncio.Task[list[_Attempt]]] = deque()
         finished: list[_Attempt] = []
-        started = 0
         try:
-            for row in rows:
+            for unit in self._units(rows):
                 while len(window) >= window_size:
-                    finished.append(await window.popleft())
+                    finished.extend(await window.popleft())
                 if _must_stop(finished) or any(_stopped(t) for t in window):
                     break
-                window.append(asyncio.create_task(self._attempt(peer, row)))
-                started += 1
+                window.append(asyncio.create_task(self._attempt_unit(peer, unit)))
             while window:
-                finished.append(await window.popleft())
+                finished.extend(await window.popleft())
         finally:
             for task in window:
                 task.cancel()
         outcomes = [a.outcome for a in finished]
+        answered = {o.message_id for o in outcomes}
         outcomes.extend(
-            Outcome(row.message_id, Result.UNTRIED, attempted=False) for row in rows[started:]
+            Outcome(row.message_id, Result.UNTRIED, attempted=False)
+            for row in rows
+            if row.message_id not in answered
         )
         return outcomes, _verdict(finished)
+
+    def _units(self, rows: Sequence[Disclosure]) -> list[Sequence[Disclosure]]:
+        """The requests to make, in order: batches, or one message each."""
+        per_request = self.ctx.config.delivery.messages_per_request
+        if per_request == 1 or not self._batches:
+            return [[row] for row in rows]
+        sizes = [len(row.envelope) for row in rows]
+        return [rows[r.start : r.stop] for r in pack(sizes, max_messages=per_request)]
+
+    async def _attempt_unit(self, peer: MemberNode, unit: Sequence[Disclosure]) -> list[_Attempt]:
+        if self.ctx.config.delivery.messages_per_request == 1 or not self._batches:
+            return [await self._attempt(peer, row) for row in unit]
+        return await self._attempt_batch(peer, unit)
 
     async def _attempt(self, peer: MemberNode, row: Disclosure) -> _Attempt:
         ctx = self.ctx
@@ -197,11 +221,80 @@ class PeerQueue:
             await asyncio.sleep(delay)
         ctx.crash_points.reached("sender.before_post")
         try:
-            status, retry_after_header, raw = await self._post(peer, row)
+            status, retry_after_header, raw = await self._post(
+                peer, MESSAGES_PATH, row.envelope.encode("ascii"), JOSE_CONTENT_TYPE
+            )
         except (aiohttp.ClientError, TimeoutError, OSError, _ResponseTooLarge) as exc:
+            self._pace.refund()
             return self._retry(row, f"network: {type(exc).__name__}", last_chance)
-        body = _json_object(raw)
-        if status == 200:
+        return self._judge(row, status, retry_after_header, _json_object(raw), last_chance)
+
+    async def _attempt_batch(self, peer: MemberNode, rows: Sequence[Disclosure]) -> list[_Attempt]:
+        """Send several disclosures in one request (node.batch_wire); judge each answer."""
+        ctx = self.ctx
+        now = ctx.now()
+        last_chance = [row.expires_at <= now for row in rows]
+        delay = self._pace.reserve(self._monotonic(), len(rows))
+        if delay > 0:
+            await asyncio.sleep(delay)
+        ctx.crash_points.reached("sender.before_post")
+        body = encode_request([row.envelope for row in rows])
+        try:
+            status, retry_after_header, raw = await self._post(
+                peer, BATCH_PATH, body, BATCH_CONTENT_TYPE
+            )
+        except (aiohttp.ClientError, TimeoutError, OSError, _ResponseTooLarge) as exc:
+            self._pace.refund(len(rows))
+            error = f"network: {type(exc).__name__}"
+            pairs = zip(rows, last_chance, strict=True)
+            return [self._retry(row, error, last) for row, last in pairs]
+        if status in (404, 405):
+            # A peer without the batch endpoint: one message a request from now on.
+            log.info("peer_without_batches", peer=self.peer_id)
+            self._batches = False
+            return await self._one_by_one(peer, rows)
+        if status != 200:
+            whole = _json_object(raw)  # the whole request refused: each as if alone
+            return [
+                self._judge(row, status, retry_after_header, whole, last, batch=True)
+                for row, last in zip(rows, last_chance, strict=True)
+            ]
+        answers = parse_answers(raw, len(rows))
+        if answers is None:
+            return [
+                self._retry(row, "batch: malformed answer", last)
+                for row, last in zip(rows, last_chance, strict=True)
+            ]
+        return [
+            self._judge(row, _item_status(answer), None, answer, last)
+            for row, answer, last in zip(rows, answers, last_chance, strict=True)
+        ]
+
+    async def _one_by_one(self, peer: MemberNode, rows: Sequence[Disclosure]) -> list[_Attempt]:
+        attempts: list[_Attempt] = []
+        for row in rows:
+            attempts.append(await self._attempt(peer, row))
+            if _stops(attempts[-1]):
+                break  # the rest wait behind it, in order
+        return attempts
+
+    def _judge(
+        self,
+        row: Disclosure,
+        status: int,
+        retry_after_header: str | None,
+        body: dict[str, Any] | None,
+        last_chance: bool,
+        *,
+        batch: bool = False,
+    ) -> _Attempt:
+        """What the peer's answer about one disclosure means: delivered, refused, or later.
+
+        ``batch``: the answer refused a whole batch request, not this message,
+        so only "later" can come of it, never a final refusal.
+        """
+        ctx = self.ctx
+        if status == 200 and not batch:
             token = body.get("receipt") if body else None
             if not isinstance(token, str):
                 return self._retry(row, "receipt: missing", last_chance)
@@ -227,15 +320,20 @@ class PeerQueue:
                 row, f"http_429: {reason}", last_chance, PeerVerdict.THROTTLED, retry_after
             )
         if 400 <= status < 500 and status not in _RETRYABLE_STATUSES:
+            if reason in RETRYABLE_REASONS:
+                return self._retry(row, reason, last_chance, PeerVerdict.WORKING)
+            if batch:
+                return self._retry(row, f"batch: http_{status}: {reason}", last_chance)
             if reason == "expired":
                 return _Attempt(
                     Outcome(row.message_id, Result.EXPIRED, reason=reason), PeerVerdict.WORKING
                 )
-            if reason in RETRYABLE_REASONS:
-                return self._retry(row, reason, last_chance, PeerVerdict.WORKING)
             return _Attempt(
                 Outcome(row.message_id, Result.REFUSED, reason=reason), PeerVerdict.WORKING
             )
+        if reason == NOT_PROCESSED:
+            # Left for later behind an earlier message's refusal: the peer itself works.
+            return self._retry(row, reason, last_chance, PeerVerdict.WORKING)
         return self._retry(
             row, f"http_{status}: {reason}", last_chance, PeerVerdict.FAILING, retry_after
         )
@@ -255,11 +353,11 @@ class PeerQueue:
             Outcome(row.message_id, Result.RETRY, reason=error, retry_after=retry_after), verdict
         )
 
-    async def _post(self, peer: MemberNode, row: Disclosure) -> tuple[int, str | None, bytes]:
+    async def _post(
+        self, peer: MemberNode, path: str, body: bytes, content_type: str
+    ) -> tuple[int, str | None, bytes]:
         async with self._client(peer).post(
-            peer.endpoint + MESSAGES_PATH,
-            data=row.envelope.encode("ascii"),
-            headers={"Content-Type": "application/jose"},
+            peer.endpoint + path, data=body, headers={"Content-Type": content_type}
         ) as response:
             raw = bytearray()
             async for chunk in response.content.iter_chunked(16_384):
@@ -292,8 +390,8 @@ class _ResponseTooLarge(Exception):
     """The peer's answer is larger than any receipt or problem could be."""
 
 
-def _stopped(task: asyncio.Task[_Attempt]) -> bool:
-    return task.done() and not task.cancelled() and _stops(task.result())
+def _stopped(task: asyncio.Task[list[_Attempt]]) -> bool:
+    return task.done() and not task.cancelled() and any(_stops(a) for a in task.result())
 
 
 def _stops(attempt: _Attempt) -> bool:
@@ -310,6 +408,14 @@ def _verdict(finished: Sequence[_Attempt]) -> PeerVerdict:
         if verdict in verdicts:
             return verdict
     return PeerVerdict.SILENT
+
+
+def _item_status(answer: dict[str, Any]) -> int:
+    """A batch result's status: 200 for a receipt, a problem's own status otherwise."""
+    if "receipt" in answer:
+        return 200
+    status = answer.get("status")
+    return status if isinstance(status, int) and 400 <= status < 600 else 500
 
 
 def _json_object(raw: bytes) -> dict[str, Any] | None:

@@ -30,19 +30,32 @@ class TokenBucket:
         self.tokens = min(self.burst, self.tokens + elapsed * self.rate)
         self.updated = max(self.updated, now)
 
-    def try_take(self, now: float) -> float:
-        """Take a token if one is there and return 0; else the seconds until one is."""
-        self._refill(now)
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return 0.0
-        return (1 - self.tokens) / self.rate
+    def try_take(self, now: float, cost: float = 1) -> float:
+        """Take ``cost`` tokens if they are there and return 0; else the seconds until they are.
 
-    def reserve(self, now: float) -> float:
-        """Take a token now, possibly going into debt; return how long to wait before using it.
-
-        A paced sender calls this and sleeps the answer: requests leave at the rate.
+        ``cost`` above ``burst`` is charged as ``burst`` (a batch of messages is
+        one request, never refused for good).
         """
         self._refill(now)
-        self.tokens -= 1
+        cost = min(cost, self.burst)
+        if self.tokens >= cost:
+            self.tokens -= cost
+            return 0.0
+        return (cost - self.tokens) / self.rate
+
+    def reserve(self, now: float, cost: float = 1) -> float:
+        """Take ``cost`` tokens now, possibly going into debt; return how long to wait first.
+
+        A paced sender calls this and sleeps the answer: messages leave at the rate.
+        """
+        self._refill(now)
+        self.tokens -= cost
         return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+
+    def refund(self, cost: float = 1) -> None:
+        """Give back what :meth:`reserve` took for a send that never reached the peer.
+
+        Without it a peer that is down would run the pace into a debt that
+        delays the first sends once it is back.
+        """
+        self.tokens = min(self.burst, self.tokens + cost)

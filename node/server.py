@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from node import federation_http, receiving, witness, witness_client
+from node import batch_wire, federation_http, receiving, witness, witness_client
 from node.appkeys import CONTEXT, DELIVERER, INBOUND_LIMITS, PEER, REFRESHER, SERVER_TLS
 from node.context import NodeContext
 from node.delivery import MESSAGES_PATH, Deliverer
@@ -26,6 +26,7 @@ from node.inbound_limits import BodyTimeout, InboundLimits, Throttled
 from node.livetls import LiveServerTls
 from node.logs import get_logger
 from node.problems import problem_response
+from node.receiving_batch import receive_batch
 from node.refresher import DirectoryRefresher, health_fields
 from node.retention import lifecycle_context
 from node.storage.migrate import upgrade_to_head
@@ -67,6 +68,31 @@ async def post_message(request: web.Request) -> web.Response:
             raise BodyTimeout(detail="the request body did not arrive in time") from exc
         accepted = await receiving.receive(request.app[CONTEXT], envelope, peer_node=peer.id)
     return web.json_response({"receipt": accepted.receipt, "duplicate": accepted.duplicate})
+
+
+async def post_batch(request: web.Request) -> web.Response:
+    """Many envelopes in one request, one answer each (node.batch_wire)."""
+    peer = _peer(request)
+    request[PEER] = peer.id
+    if request.content_type != batch_wire.BATCH_CONTENT_TYPE:
+        raise UnsupportedMediaType(detail=f"send {batch_wire.BATCH_CONTENT_TYPE}")
+    limits = request.app[INBOUND_LIMITS]
+    async with limits.admitted(peer.id):
+        try:
+            async with asyncio.timeout(limits.body_timeout):
+                raw = await request.read()
+        except TimeoutError as exc:
+            raise BodyTimeout(detail="the request body did not arrive in time") from exc
+        envelopes = batch_wire.parse_request(raw)
+        limits.charge(peer.id, len(envelopes))
+        answers = await receive_batch(request.app[CONTEXT], envelopes, peer_node=peer.id)
+    results = [
+        batch_wire.answer(None, False, a)
+        if isinstance(a, PuenteError)
+        else batch_wire.answer(a.receipt, a.duplicate, None)
+        for a in answers
+    ]
+    return web.json_response({"results": results})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -123,8 +149,10 @@ async def problems_middleware(request: web.Request, handler: Handler) -> web.Str
 
 def create_app(ctx: NodeContext, *, deliver: bool = True) -> web.Application:
     """The node's federation application. ``deliver`` runs the outbox too."""
+    body_limit = max(MAX_ENVELOPE_BYTES, batch_wire.MAX_BATCH_BYTES)
     app = web.Application(
-        middlewares=[problems_middleware], client_max_size=MAX_ENVELOPE_BYTES + 1024
+        middlewares=[problems_middleware],
+        client_max_size=body_limit + batch_wire.BATCH_OVERHEAD_BYTES + 1024,
     )
     app[CONTEXT] = ctx
     app[DELIVERER] = Deliverer(ctx)
@@ -135,6 +163,7 @@ def create_app(ctx: NodeContext, *, deliver: bool = True) -> web.Application:
         ctx, server_tls=app[SERVER_TLS], forget_sessions=app[DELIVERER].forget_peer_sessions
     )
     app.router.add_post(MESSAGES_PATH, post_message)
+    app.router.add_post(batch_wire.BATCH_PATH, post_batch)
     app.router.add_get("/healthz", healthz)
     app.router.add_get(DIRECTORY_PATH, federation_http.get_directory)
     app.router.add_post(witness.ADD_CHECKPOINT_PATH, witness.post_add_checkpoint)

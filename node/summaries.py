@@ -24,7 +24,7 @@ from node import audit
 from node.audit import CaseRef, case_pseudonym
 from node.canonical import canonical_json
 from node.context import NodeContext
-from node.datakeys import DataKeyError, DataKeyStore, decrypt, encrypt
+from node.datakeys import DataKey, DataKeyError, DataKeyStore, decrypt, encrypt
 from node.errors import PuenteError
 from node.fields import field_paths
 from node.storage.consent_models import ReceivedSummary, SummaryKey
@@ -75,9 +75,14 @@ def seal_summary(
     message_id: str,
     body: Mapping[str, Any],
     envelope: bytes,
+    data_key: DataKey | None = None,
 ) -> SealedSummary:
-    """Create a data key and encrypt the body and the evidence envelope under it."""
-    key_id, key = store.create()
+    """Encrypt the body and the evidence envelope under a new data key.
+
+    The key is made here, or is ``data_key`` made beforehand with
+    :meth:`DataKeyStore.create_many` (a batch makes its keys in one go).
+    """
+    key_id, key = data_key if data_key is not None else store.create()
     return SealedSummary(
         data_key_id=key_id,
         body_ciphertext=encrypt(

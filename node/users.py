@@ -182,8 +182,15 @@ async def authenticate(ctx: NodeContext, authorization: str | None) -> Principal
     token_id, secret = match.groups()
     now = ctx.now()
     async with ctx.sessions() as session:
-        token = await session.get(ApiToken, token_id)
-        user = await session.get(User, token.user_id) if token is not None else None
+        # One statement: this runs on every API request.
+        found = (
+            await session.execute(
+                select(ApiToken, User)
+                .join(User, User.id == ApiToken.user_id)
+                .where(ApiToken.id == token_id)
+            )
+        ).first()
+    token, user = (found[0], found[1]) if found is not None else (None, None)
     if token is None or user is None or not hmac.compare_digest(token.secret_sha256, _hash(secret)):
         raise AuthError("invalid_token", "unknown token")
     if token.revoked_at is not None:

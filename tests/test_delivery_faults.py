@@ -44,9 +44,9 @@ async def crashed(node: NodeProcess) -> None:
     assert returncode == -signal.SIGKILL, f"exit {returncode}:\n{node.log_tail()}"
 
 
-async def progress(sender: NodeContext, more: int) -> None:
-    """Wait until ``more`` further disclosures are delivered."""
-    target = await delivered_count(sender) + more
+async def progress(sender: NodeContext, more: int, total: int) -> None:
+    """Wait until ``more`` further disclosures are delivered (at most all ``total`` queued)."""
+    target = min(await delivered_count(sender) + more, total)
 
     async def reached() -> bool:
         return await delivered_count(sender) >= target
@@ -54,23 +54,53 @@ async def progress(sender: NodeContext, more: int) -> None:
     await eventually(reached, what=f"{more} more deliveries", patience=240)
 
 
+# The crash points count events: a message's POST and a stored envelope each
+# one-by-one, a batch request and a stored run of a batch each when batched.
+# The counts put every crash in the middle of the burst of 1,000 either way.
+# Batches are paced (100 messages a second), and their second burst is larger,
+# so the kills still land mid-stream.
+MODES: dict[str, dict[str, float]] = {
+    "one_by_one": {
+        "messages_per_request": 1,
+        "send_rate_per_peer": 500,
+        "post": 150,
+        "stored": 60,
+        "second": 100,
+    },
+    "batched": {
+        "messages_per_request": 16,
+        "send_rate_per_peer": 100,
+        "post": 12,
+        "stored": 5,
+        "second": 400,
+    },
+}
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
 async def test_kill_9_at_every_moment_loses_and_duplicates_nothing(
-    tmp_path: Path, database_factory: DatabaseFactory
+    tmp_path: Path, database_factory: DatabaseFactory, mode: str
 ) -> None:
+    counts = MODES[mode]
     urls = {spec.node_id: await database_factory(spec.node_id.lower()) for spec in (MX, GT)}
     dirs = build_local_federation(
         tmp_path, (MX, GT), federation="fault-test", now=utcnow(), database_urls=urls
     )
     for data_dir in dirs.values():
-        tune_delivery(data_dir, **QUICK)
+        tune_delivery(
+            data_dir,
+            **QUICK,
+            messages_per_request=int(counts["messages_per_request"]),
+            send_rate_per_peer=counts["send_rate_per_peer"],
+        )
     mx, gt = open_node(dirs["MX"]), open_node(dirs["GT"])
     sender, recipient = NodeProcess(dirs["MX"]), NodeProcess(dirs["GT"])
     rng = random.Random(4)  # reproducible "random" kill moments
     try:
         await upgrade_to_head(mx.engine)
         recipient.start()
-        # During send: the 150th request is about to go (with one more in flight).
-        sender.start(crash_at="sender.before_post:150")
+        # During send: a request in the middle of the burst is about to go (one more in flight).
+        sender.start(crash_at=f"sender.before_post:{counts['post']:.0f}")
         ids = await queue_notices(mx, 1000)  # the burst, queued while MX sends
         await crashed(sender)
         # The receipt came back and verified, but was never stored.
@@ -82,20 +112,20 @@ async def test_kill_9_at_every_moment_loses_and_duplicates_nothing(
         sender.start()
 
         # The recipient: killed at a random moment, then at the planned ones.
-        await progress(mx, rng.randrange(10, 60))
+        await progress(mx, rng.randrange(10, 60), len(ids))
         recipient.kill()
         # After GT stored it, before the receipt came back.
-        recipient.start(crash_at="recipient.stored:60")
+        recipient.start(crash_at=f"recipient.stored:{counts['stored']:.0f}")
         await crashed(recipient)
         # During GT's commit: envelope and audit entry written, not committed.
-        recipient.start(crash_at="recipient.store_uncommitted:60")
+        recipient.start(crash_at=f"recipient.store_uncommitted:{counts['stored']:.0f}")
         await crashed(recipient)
         recipient.start()
 
         # A second burst, and kill -9 of either node at random moments.
-        ids += await queue_notices(mx, 100, seed=5)
+        ids += await queue_notices(mx, int(counts["second"]), seed=5)
         for victim in (sender, recipient, sender, recipient):
-            await progress(mx, rng.randrange(20, 80))
+            await progress(mx, rng.randrange(20, 80), len(ids))
             victim.kill()
             await asyncio.sleep(rng.uniform(0, 0.3))
             victim.start()
@@ -107,7 +137,7 @@ async def test_kill_9_at_every_moment_loses_and_duplicates_nothing(
         sender.stop()
         recipient.stop()
         verdict = await check_exactly_once(mx, gt, ids)
-        assert verdict.received == 1100
+        assert verdict.received == 1000 + counts["second"]
         # Answers were lost after GT had stored (killed before answering, or
         # MX killed before storing the receipt): the resends got the same receipt.
         assert verdict.duplicates_answered >= 1

@@ -174,7 +174,7 @@ async def send(request: web.Request) -> web.Response:
     ttl_hours = body.get("ttl_hours")
     sent = await disclose.disclose(
         ctx,
-        case=case.case_id,
+        case=case,
         sender_authority=principal.authority,
         ttl=dt.timedelta(hours=ttl_hours) if ttl_hours else None,
         **_disclosure_args(body),

@@ -5,12 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import (
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from node.storage.sessions import WRITE_OPTION, Sessions
 
 
 def create_engine(url: str) -> AsyncEngine:
@@ -37,10 +34,15 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        # Take the write lock at the start: a deferred transaction that later
-        # upgrades to a write can fail at once with SQLITE_BUSY under WAL.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        if connection.get_execution_options().get(WRITE_OPTION):
+            # Take the write lock at the start: a deferred transaction that later
+            # upgrades to a write can fail at once with SQLITE_BUSY under WAL.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            # A read: a WAL snapshot that neither waits for writers nor blocks them.
+            connection.exec_driver_sql("BEGIN")
 
 
-def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False)
+def session_factory(engine: AsyncEngine) -> Sessions:
+    """Read sessions and write transactions (node.storage.sessions)."""
+    return Sessions(engine)
