@@ -45,14 +45,7 @@ async def receive(ctx: NodeContext, envelope: bytes, *, peer_node: str) -> Accep
     now = ctx.now()
     digest = sha256_hex(envelope)
     try:
-        opened = open_envelope(
-            envelope,
-            own_node=ctx.node_id,
-            own_encryption_keys=ctx.keys.encryption,
-            directory=ctx.directory,
-            now=now,
-            peer_node=peer_node,
-        )
+        opened = open_from(ctx, envelope, peer_node, now)
     except EnvelopeError as refusal:
         # The exact bytes we already accepted from this peer (a retry after a
         # lost answer) get the same receipt, even once the message has expired
@@ -71,6 +64,20 @@ async def receive(ctx: NodeContext, envelope: bytes, *, peer_node: str) -> Accep
         if existing is None:  # pragma: no cover - the constraint just said it exists
             raise EnvelopeError("conflict", "could not store the envelope") from None
         return await _answer_repeat(ctx, existing, opened, now)
+
+
+def open_from(
+    ctx: NodeContext, envelope: bytes, peer_node: str, now: dt.datetime
+) -> OpenedEnvelope:
+    """Open an envelope that came from the TLS-authenticated ``peer_node``, or refuse it."""
+    return open_envelope(
+        envelope,
+        own_node=ctx.node_id,
+        own_encryption_keys=ctx.keys.encryption,
+        directory=ctx.directory,
+        now=now,
+        peer_node=peer_node,
+    )
 
 
 async def _find(ctx: NodeContext, sender: str, message_id: str) -> ReceivedMessage | None:

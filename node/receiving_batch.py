@@ -32,7 +32,7 @@ from node import audit
 from node.batch_wire import NOT_PROCESSED
 from node.context import NodeContext
 from node.datakeys import DataKey
-from node.envelope import OpenedEnvelope, open_envelope
+from node.envelope import OpenedEnvelope
 from node.errors import TRANSIENT_REFUSALS, EnvelopeError, PuenteError
 from node.intake import CONTROL_DOCUMENTS, needs_data_key
 from node.intake import prepare as prepare_intake
@@ -40,6 +40,7 @@ from node.logs import get_logger
 from node.receiving import (
     Accepted,
     Ready,
+    open_from,
     receipt_for,
     receive,
     received_event,
@@ -129,14 +130,7 @@ def _open(
     ctx: NodeContext, envelope: bytes, peer_node: str, now: dt.datetime
 ) -> OpenedEnvelope | None:
     try:
-        return open_envelope(
-            envelope,
-            own_node=ctx.node_id,
-            own_encryption_keys=ctx.keys.encryption,
-            directory=ctx.directory,
-            now=now,
-            peer_node=peer_node,
-        )
+        return open_from(ctx, envelope, peer_node, now)
     except EnvelopeError:
         return None  # the single path refuses it, or answers a repeat of stored bytes
 

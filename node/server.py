@@ -54,36 +54,38 @@ def _peer(request: web.Request) -> MemberNode:
     return member
 
 
-async def post_message(request: web.Request) -> web.Response:
+def _member_sending(request: web.Request, content_type: str) -> MemberNode:
+    """The TLS-authenticated member, once the request is of the expected media type."""
     peer = _peer(request)
     request[PEER] = peer.id
-    if request.content_type != JOSE_CONTENT_TYPE:
-        raise UnsupportedMediaType(detail=f"send {JOSE_CONTENT_TYPE}")
+    if request.content_type != content_type:
+        raise UnsupportedMediaType(detail=f"send {content_type}")
+    return peer
+
+
+async def _read_body(request: web.Request, limits: InboundLimits) -> bytes:
+    try:
+        async with asyncio.timeout(limits.body_timeout):
+            return await request.read()
+    except TimeoutError as exc:
+        raise BodyTimeout(detail="the request body did not arrive in time") from exc
+
+
+async def post_message(request: web.Request) -> web.Response:
+    peer = _member_sending(request, JOSE_CONTENT_TYPE)
     limits = request.app[INBOUND_LIMITS]
     async with limits.admitted(peer.id):
-        try:
-            async with asyncio.timeout(limits.body_timeout):
-                envelope = await request.read()
-        except TimeoutError as exc:
-            raise BodyTimeout(detail="the request body did not arrive in time") from exc
+        envelope = await _read_body(request, limits)
         accepted = await receiving.receive(request.app[CONTEXT], envelope, peer_node=peer.id)
     return web.json_response({"receipt": accepted.receipt, "duplicate": accepted.duplicate})
 
 
 async def post_batch(request: web.Request) -> web.Response:
     """Many envelopes in one request, one answer each (node.batch_wire)."""
-    peer = _peer(request)
-    request[PEER] = peer.id
-    if request.content_type != batch_wire.BATCH_CONTENT_TYPE:
-        raise UnsupportedMediaType(detail=f"send {batch_wire.BATCH_CONTENT_TYPE}")
+    peer = _member_sending(request, batch_wire.BATCH_CONTENT_TYPE)
     limits = request.app[INBOUND_LIMITS]
     async with limits.admitted(peer.id):
-        try:
-            async with asyncio.timeout(limits.body_timeout):
-                raw = await request.read()
-        except TimeoutError as exc:
-            raise BodyTimeout(detail="the request body did not arrive in time") from exc
-        envelopes = batch_wire.parse_request(raw)
+        envelopes = batch_wire.parse_request(await _read_body(request, limits))
         limits.charge(peer.id, len(envelopes))
         answers = await receive_batch(request.app[CONTEXT], envelopes, peer_node=peer.id)
     results = [
