@@ -201,6 +201,7 @@ class _Writes:
             await connection.exec_driver_sql(sql, rows)
 
 
+# Memoized per engine's dialect (pure: the same statements for the same dialect).
 _WRITES: weakref.WeakKeyDictionary[Dialect, _Writes] = weakref.WeakKeyDictionary()
 
 
