@@ -76,19 +76,21 @@ def main(argv: list[str] | None = None) -> int:
             results["floor"] = floor.run(quick=args.quick)
         if "idle" in suites:
             _log("idle: RSS of freshly started nodes")
-            results["idle"] = e2e.run_idle(backends=backends, postgres=postgres)
+            _merge(results, "idle", e2e.run_idle(backends=backends, postgres=postgres))
         if "audit" in suites:
             _log("audit: growing the log, proofs, queries, replay")
-            results["audit"] = audit_log.run(quick=args.quick, backends=backends, postgres=postgres)
+            audit = audit_log.run(quick=args.quick, backends=backends, postgres=postgres)
+            _merge(results, "audit", audit)
         if "e2e" in suites:
             _log("e2e: two serve processes over mutual TLS")
-            results["e2e"] = e2e.run(
+            by_backend = e2e.run(
                 quick=args.quick,
                 backends=backends,
                 postgres=postgres,
                 profile_dir=args.profile,
                 only=args.run,
             )
+            _merge(results, "e2e", by_backend)
             # The floor of this run, kept with the e2e figures it is compared with.
             results["e2e_floor_per_s"] = results["floor"]["return_notice"]["floor_per_s"]
     finally:
@@ -110,6 +112,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 _PREAMBLE = "# Benchmarks\n\n"
+
+
+def _merge(results: dict[str, Any], suite: str, by_backend: dict[str, Any]) -> None:
+    """A run of some backends replaces only their figures (``--backend sqlite`` keeps the rest)."""
+    results[suite] = results.get(suite, {}) | by_backend
+
 
 if __name__ == "__main__":
     raise SystemExit(main())
