@@ -138,6 +138,7 @@ async def _record(
         ).scalars()
     }
     events: list[audit.AuditEvent] = []
+    backoff: float | None = None
     for outcome in outcomes:
         row = rows.get(outcome.message_id)
         if row is None or row.state not in ("queued", "sending"):
@@ -155,9 +156,15 @@ async def _record(
         elif outcome.result is Result.RETRY:
             wait = outcome.retry_after
             if wait is None:
-                wait = retry_delay(
-                    health.consecutive_failures, base=config.retry_base, ceiling=config.retry_max
-                )
+                # One jittered delay a round: what failed together (a batch) is
+                # tried again together, and nothing behind the head comes due first.
+                if backoff is None:
+                    backoff = retry_delay(
+                        health.consecutive_failures,
+                        base=config.retry_base,
+                        ceiling=config.retry_max,
+                    )
+                wait = backoff
             row.state = "queued"
             row.last_error = (outcome.reason or "error")[:200]
             row.next_attempt_at = now + dt.timedelta(seconds=min(wait, config.retry_max))
