@@ -97,6 +97,10 @@ class PeerQueue:
         self._session: aiohttp.ClientSession | None = None
         self._poked = asyncio.Event()
         self._batches = True  # until the peer shows it has no batch endpoint
+        # Messages a request now: halved after a batch lost on the network, doubled
+        # after one that got through, so a link that drops large requests still
+        # carries small ones (up to [delivery] messages_per_request).
+        self._per_request = ctx.config.delivery.messages_per_request
 
     def poke(self) -> None:
         """Look for work now rather than at the next poll."""
@@ -200,16 +204,23 @@ class PeerQueue:
 
     def _units(self, rows: Sequence[Disclosure]) -> list[Sequence[Disclosure]]:
         """The requests to make, in order: batches, or one message each."""
-        per_request = self.ctx.config.delivery.messages_per_request
+        per_request = self._per_request
         if per_request == 1 or not self._batches:
             return [[row] for row in rows]
         sizes = [len(row.envelope) for row in rows]
         return [rows[r.start : r.stop] for r in pack(sizes, max_messages=per_request)]
 
     async def _attempt_unit(self, peer: MemberNode, unit: Sequence[Disclosure]) -> list[_Attempt]:
-        if self.ctx.config.delivery.messages_per_request == 1 or not self._batches:
-            return [await self._attempt(peer, row) for row in unit]
+        if len(unit) == 1 and (self._per_request == 1 or not self._batches):
+            attempts = [await self._attempt(peer, row) for row in unit]
+            if not any(_stops(a) for a in attempts):
+                self._got_through(1)
+            return attempts
         return await self._attempt_batch(peer, unit)
+
+    def _got_through(self, messages: int) -> None:
+        ceiling = self.ctx.config.delivery.messages_per_request
+        self._per_request = min(ceiling, max(self._per_request, 2 * messages))
 
     async def _attempt(self, peer: MemberNode, row: Disclosure) -> _Attempt:
         ctx = self.ctx
@@ -245,6 +256,7 @@ class PeerQueue:
             )
         except (aiohttp.ClientError, TimeoutError, OSError, _ResponseTooLarge) as exc:
             self._pace.refund(len(rows))
+            self._per_request = max(1, len(rows) // 2)
             error = f"network: {type(exc).__name__}"
             pairs = zip(rows, last_chance, strict=True)
             return [self._retry(row, error, last) for row, last in pairs]
@@ -259,6 +271,7 @@ class PeerQueue:
                 self._judge(row, status, retry_after_header, whole, last, batch=True)
                 for row, last in zip(rows, last_chance, strict=True)
             ]
+        self._got_through(len(rows))
         answers = parse_answers(raw, len(rows))
         if answers is None:
             return [
