@@ -443,19 +443,22 @@ def run(
     results: dict[str, Any] = {}
     for backend in backends:
         with tempfile.TemporaryDirectory(prefix="puente-bench-e2e-") as tmp:
-            urls = None
-            if backend == "postgresql":
-                suffix = uuid.uuid4().hex[:8]
-                urls = {
-                    node_id: asyncio.run(
-                        postgres.create_database(f"bench_{node_id.lower()}_{suffix}")
-                    )
-                    for node_id in ("MX", "GT")
-                }
+            urls = _databases(backend, postgres, "bench")
             results[backend] = asyncio.run(
                 _run_backend(backend, Path(tmp), urls, quick, profile_dir, only)
             )
     return results
+
+
+def _databases(backend: str, postgres: Any, prefix: str) -> dict[str, str] | None:
+    """Fresh PostgreSQL databases for MX and GT, or None (each node's own SQLite file)."""
+    if backend != "postgresql":
+        return None
+    suffix = uuid.uuid4().hex[:8]
+    return {
+        node_id: asyncio.run(postgres.create_database(f"{prefix}_{node_id.lower()}_{suffix}"))
+        for node_id in ("MX", "GT")
+    }
 
 
 IDLE_WAIT_S = 10.0
@@ -484,14 +487,6 @@ def run_idle(*, backends: list[str], postgres: Any) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for backend in backends:
         with tempfile.TemporaryDirectory(prefix="puente-bench-idle-") as tmp:
-            urls = None
-            if backend == "postgresql":
-                suffix = uuid.uuid4().hex[:8]
-                urls = {
-                    node_id: asyncio.run(
-                        postgres.create_database(f"idle_{node_id.lower()}_{suffix}")
-                    )
-                    for node_id in ("MX", "GT")
-                }
+            urls = _databases(backend, postgres, "idle")
             results[backend] = asyncio.run(_idle_backend(backend, Path(tmp), urls))
     return results

@@ -358,6 +358,34 @@ async def append(
     )
 
 
+def event(
+    event: str,
+    at: dt.datetime,
+    *,
+    message_id: str | None = None,
+    counterparty: str | None = None,
+    case_ref: CaseRef | None = None,
+    purpose: str | None = None,
+    legal_basis: str | None = None,
+    **details: Any,
+) -> AuditEvent:
+    """An entry for :func:`append_many`, named the way :func:`append` takes it.
+
+    The indexed members (case_ref, purpose, legal_basis) get their own columns
+    whether passed by name or in a ``**details`` mapping, as with append.
+    """
+    return AuditEvent(
+        event=event,
+        at=at,
+        message_id=message_id,
+        counterparty=counterparty,
+        case_ref=case_ref,
+        purpose=purpose,
+        legal_basis=legal_basis,
+        details=details,
+    )
+
+
 async def log_size(session: AsyncSession) -> int:
     query = select(AuditHead.size).where(AuditHead.id == 1)
     return int((await session.execute(query)).scalar_one())

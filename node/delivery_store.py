@@ -195,15 +195,13 @@ def _delivered(row: Disclosure, outcome: Outcome, now: dt.datetime) -> audit.Aud
     row.receipt = outcome.receipt
     row.delivered_at = now
     row.last_error = None
-    return audit.AuditEvent(
-        event="disclosure.delivered",
-        at=now,
+    return audit.event(
+        "disclosure.delivered",
+        now,
         message_id=row.message_id,
         counterparty=row.recipient_node,
-        details={
-            "envelope_sha256": row.envelope_sha256,
-            "receipt_sha256": sha256_hex(outcome.receipt.encode("ascii")),
-        },
+        envelope_sha256=row.envelope_sha256,
+        receipt_sha256=sha256_hex(outcome.receipt.encode("ascii")),
     )
 
 
@@ -211,23 +209,24 @@ def _refused(row: Disclosure, reason: str, now: dt.datetime) -> audit.AuditEvent
     row.state = "refused"
     row.refusal_reason = reason[:64]
     row.last_error = reason[:200]
-    return audit.AuditEvent(
-        event="disclosure.refused",
-        at=now,
+    return audit.event(
+        "disclosure.refused",
+        now,
         message_id=row.message_id,
         counterparty=row.recipient_node,
-        details={"reason": row.refusal_reason},
+        reason=row.refusal_reason,
     )
 
 
 def _expired(row: Disclosure, now: dt.datetime) -> audit.AuditEvent:
     row.state = "expired"
-    return audit.AuditEvent(
-        event="disclosure.expired",
-        at=now,
+    return audit.event(
+        "disclosure.expired",
+        now,
         message_id=row.message_id,
         counterparty=row.recipient_node,
-        details={"attempts": row.attempts, "last_error": row.last_error},
+        attempts=row.attempts,
+        last_error=row.last_error,
     )
 
 

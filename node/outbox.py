@@ -149,28 +149,21 @@ def prepare_disclosure(
         attempts=0,
         next_attempt_at=now,
     )
-    details = dict(audit_details or {})
-    event = audit.AuditEvent(
-        event="disclosure.queued",
-        at=now,
+    queued = audit.event(
+        "disclosure.queued",
+        now,
         message_id=row.message_id,
         counterparty=row.recipient_node,
-        # What audit.append takes by name goes to the entry's indexed columns.
-        case_ref=details.pop("case_ref", None),
-        purpose=details.pop("purpose", None),
-        legal_basis=details.pop("legal_basis", None),
-        details={
-            "authority": row.sender_authority,
-            "counterparty_authority": row.recipient_authority,
-            "doc_type": row.doc_type,
-            "schema": row.schema_id,
-            "fields": row.fields,
-            "envelope_sha256": row.envelope_sha256,
-            "directory_version": ctx.directory.version,
-            **details,
-        },
+        authority=row.sender_authority,
+        counterparty_authority=row.recipient_authority,
+        doc_type=row.doc_type,
+        schema=row.schema_id,
+        fields=row.fields,
+        envelope_sha256=row.envelope_sha256,
+        directory_version=ctx.directory.version,
+        **(audit_details or {}),
     )
-    return QueuedDisclosure(row, event)
+    return QueuedDisclosure(row, queued)
 
 
 async def commit_queued(

@@ -204,14 +204,17 @@ class PeerQueue:
 
     def _units(self, rows: Sequence[Disclosure]) -> list[Sequence[Disclosure]]:
         """The requests to make, in order: batches, or one message each."""
-        per_request = self._per_request
-        if per_request == 1 or not self._batches:
+        if self._unbatched():
             return [[row] for row in rows]
         sizes = [len(row.envelope) for row in rows]
-        return [rows[r.start : r.stop] for r in pack(sizes, max_messages=per_request)]
+        return [rows[r.start : r.stop] for r in pack(sizes, max_messages=self._per_request)]
+
+    def _unbatched(self) -> bool:
+        """Messages go one a request to /federation/v1/messages, not in batches."""
+        return self._per_request == 1 or not self._batches
 
     async def _attempt_unit(self, peer: MemberNode, unit: Sequence[Disclosure]) -> list[_Attempt]:
-        if len(unit) == 1 and (self._per_request == 1 or not self._batches):
+        if len(unit) == 1 and self._unbatched():
             attempts = [await self._attempt(peer, row) for row in unit]
             if not any(_stops(a) for a in attempts):
                 self._got_through(1)

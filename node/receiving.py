@@ -206,29 +206,20 @@ def received_row(ready: Ready, now: dt.datetime) -> ReceivedMessage:
 
 def received_event(ctx: NodeContext, ready: Ready, now: dt.datetime) -> audit.AuditEvent:
     message, opened = ready.opened.message, ready.opened
-    details = dict(ready.intake.audit_details)
-    # What audit.append takes by name goes to the entry's indexed columns.
-    case_ref, purpose = details.pop("case_ref", None), details.pop("purpose", None)
-    legal_basis = details.pop("legal_basis", None)
-    return audit.AuditEvent(
-        event="envelope.received",
-        at=now,
+    return audit.event(
+        "envelope.received",
+        now,
         message_id=message.message_id,
         counterparty=message.sender.node,
-        case_ref=case_ref,
-        purpose=purpose,
-        legal_basis=legal_basis,
-        details={
-            "authority": message.recipient.authority,
-            "counterparty_authority": message.sender.authority,
-            "doc_type": message.doc_type,
-            "schema": message.schema,
-            "fields": field_paths(message.body),
-            "envelope_sha256": opened.envelope_sha256,
-            "signing_kid": opened.signing_kid,
-            "directory_version": ctx.directory.version,
-            **details,
-        },
+        authority=message.recipient.authority,
+        counterparty_authority=message.sender.authority,
+        doc_type=message.doc_type,
+        schema=message.schema,
+        fields=field_paths(message.body),
+        envelope_sha256=opened.envelope_sha256,
+        signing_kid=opened.signing_kid,
+        directory_version=ctx.directory.version,
+        **ready.intake.audit_details,
     )
 
 

@@ -70,7 +70,7 @@ class _Reads:
         self._ctx = ctx
         self._session: AsyncSession | None = None
 
-    async def session(self) -> AsyncSession:
+    def session(self) -> AsyncSession:
         if self._session is None:
             self._session = self._ctx.sessions()
         return self._session
@@ -162,7 +162,7 @@ async def _ready(
         return None  # they change stored state: one at a time, in order
     try:
         intake = await prepare_intake(
-            ctx, envelope, opened, now, session=await reads.session(), fresh=True, data_key=data_key
+            ctx, envelope, opened, now, session=reads.session(), fresh=True, data_key=data_key
         )
     except EnvelopeError:
         return None  # refused on its terms: the single path audits and answers it
