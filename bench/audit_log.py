@@ -26,13 +26,15 @@ from typing import Any
 
 from audit.verify import verify_export
 from bench.stats import summary_ms
-from node import audit, audit_queries, audit_tree
-from node.audit import AuditEvent, CaseRef, case_pseudonym
-from node.audit_export import export_log
-from node.checkpoints import issue_checkpoint
-from node.config import AuthorityConfig
-from node.context import NodeContext, open_node
-from node.localfed import NodeSpec, build_local_federation
+from node.auditlog import entries as audit
+from node.auditlog import queries as audit_queries
+from node.auditlog import tree as audit_tree
+from node.auditlog.checkpoints import issue_checkpoint
+from node.auditlog.entries import AuditEvent, CaseRef, case_pseudonym
+from node.auditlog.export import export_log
+from node.core.config import AuthorityConfig
+from node.demo.local_federation import NodeSpec, build_local_federation
+from node.storage.context import NodeContext, open_node
 from node.storage.migrate import upgrade_to_head
 
 NODE = NodeSpec(

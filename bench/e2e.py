@@ -46,13 +46,13 @@ from bench import procstat
 from bench.profile import Recorder
 from bench.stats import summary_ms
 from bench.workload import RETURN_NOTICE, SPECS, case_document, consent_for
-from node import users
-from node.cases import create_case
-from node.config import load_config
-from node.consents import record_consent
-from node.context import open_node
-from node.demo import wait_for_port
-from node.localfed import build_local_federation
+from node.api import users
+from node.casework.cases import create_case
+from node.casework.consents import record_consent
+from node.core.config import load_config
+from node.demo.local_federation import build_local_federation
+from node.demo.run import wait_for_port
+from node.storage.context import open_node
 from node.storage.migrate import upgrade_to_head
 from node.storage.models import Disclosure
 
@@ -168,12 +168,12 @@ async def _setup(
 
 _UVLOOP_SERVE = (
     "import asyncio, sys, uvloop; asyncio.set_event_loop_policy(uvloop.EventLoopPolicy()); "
-    "from node.cli import main; sys.exit(main(sys.argv[1:]))"
+    "from node.commands.cli import main; sys.exit(main(sys.argv[1:]))"
 )
 
 
 class NodeProcess:
-    """``python -m node serve --dir D`` in its own session, its log in ``D/serve.log``."""
+    """``python -m node.commands serve --dir D`` in its own session, its log in ``D/serve.log``."""
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
@@ -183,7 +183,7 @@ class NodeProcess:
 
     def start(self) -> None:
         with (self.data_dir / "serve.log").open("ab") as log:
-            command = [sys.executable, "-m", "node", "serve", "--dir", str(self.data_dir)]
+            command = [sys.executable, "-m", "node.commands", "serve", "--dir", str(self.data_dir)]
             if os.environ.get("BENCH_UVLOOP"):  # an experiment: the same node on uvloop
                 command[1:3] = ["-c", _UVLOOP_SERVE]
             self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module

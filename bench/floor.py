@@ -19,10 +19,10 @@ from typing import Any
 
 from bench.stats import rate
 from bench.workload import ROUTES, SPECS, PlannedMessage, planned_message
-from node import schemas
-from node.context import NodeContext, open_node
-from node.envelope import Message, Party, open_envelope, seal
-from node.localfed import build_local_federation
+from node.core import schemas
+from node.demo.local_federation import build_local_federation
+from node.storage.context import NodeContext, open_node
+from node.wire.envelope import Message, Party, open_envelope, seal
 
 
 def _federation(base: Path, now: dt.datetime) -> dict[str, NodeContext]:
@@ -92,7 +92,7 @@ def _measure_one(
 
 @contextlib.contextmanager
 def _reference_validation_only() -> Iterator[None]:
-    """The floor as it was before the compiled fast path (node.schemas), for comparison."""
+    """The floor as it was before the compiled fast path (node.core.schemas), for comparison."""
     fast = schemas._fast_accepts
     schemas._fast_accepts = lambda _schema_id, _instance: False  # type: ignore[assignment]
     try:

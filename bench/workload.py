@@ -4,7 +4,7 @@ A return notice (Mexico's migration authority to a Guatemalan reception
 centre, purpose ``reception_on_return``) and a case handoff (Guatemala's
 consulate to Mexico's refugee commission, purpose ``protection_referral``),
 each minimized by ``planning.plan_disclosure`` exactly as ``disclose`` would,
-with its disclosure terms. Invented people only (node.synthetic_cases).
+with its disclosure terms. Invented people only (node.demo.synthetic_cases).
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from node.config import AuthorityConfig
-from node.consent import RecipientRef, new_consent
-from node.localfed import NodeSpec
-from node.planning import plan_disclosure
-from node.policy import default_policy_set
-from node.synthetic_cases import consent_draft, interviewed_case
+from node.core.config import AuthorityConfig
+from node.demo.local_federation import NodeSpec
+from node.demo.synthetic_cases import consent_draft, interviewed_case
+from node.rules.consent import RecipientRef, new_consent
+from node.rules.planning import plan_disclosure
+from node.rules.policy import default_policy_set
 
 MX = NodeSpec(
     "MX",

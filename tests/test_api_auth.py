@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from node import users
+from node.api import users
 from node.api.app import create_api_app, start_api_site
 from node.storage.api_models import ApiToken
 from node.storage.models import AuditEntry

@@ -12,11 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from node import inbox
-from node.checkpoints import issue_checkpoint
-from node.config import AuthorityConfig
-from node.localfed import NodeSpec
-from node.outbox import queue_disclosure
+from node.auditlog.checkpoints import issue_checkpoint
+from node.core.config import AuthorityConfig
+from node.delivery.outbox import queue_disclosure
+from node.demo.local_federation import NodeSpec
+from node.intake import inbox
 from tests.support.api import api_client, running_api, user_token
 from tests.support.nodes import DatabaseFactory, live_federation
 

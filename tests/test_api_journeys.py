@@ -12,10 +12,10 @@ import datetime as dt
 import json
 from pathlib import Path
 
-from node.checkpoints import issue_checkpoint
-from node.config import AuthorityConfig
-from node.localfed import NodeSpec
-from node.synthetic_cases import consent_draft, interviewed_case
+from node.auditlog.checkpoints import issue_checkpoint
+from node.core.config import AuthorityConfig
+from node.demo.local_federation import NodeSpec
+from node.demo.synthetic_cases import consent_draft, interviewed_case
 from tests.support.api import api_client, running_api, user_token
 from tests.support.nodes import DatabaseFactory, live_federation
 

@@ -21,12 +21,12 @@ import pytest
 import tomli_w
 from openapi_spec_validator import validate
 
-from node import users
+from node.api import users
 from node.api.openapi import openapi_document
-from node.config import CONFIG_FILE, AuthorityConfig, load_config
-from node.context import open_node
-from node.demo import start_node, wait_for_port
-from node.localfed import NodeSpec, build_local_federation
+from node.core.config import CONFIG_FILE, AuthorityConfig, load_config
+from node.demo.local_federation import NodeSpec, build_local_federation
+from node.demo.run import start_node, wait_for_port
+from node.storage.context import open_node
 from node.storage.migrate import upgrade_to_head
 from tests.support.nodes import MX
 

@@ -25,9 +25,10 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from audit.merkle import root_of_entries
-from node import audit, audit_tree
-from node.audit import AuditEvent, CaseRef
-from node.canonical import canonical_json
+from node.auditlog import entries as audit
+from node.auditlog import tree as audit_tree
+from node.auditlog.entries import AuditEvent, CaseRef
+from node.core.canonical import canonical_json
 from node.storage.engine import create_engine, session_factory
 from node.storage.migrate import upgrade_to_head
 from node.storage.models import AuditEntry

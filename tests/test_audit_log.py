@@ -21,12 +21,15 @@ from audit.__main__ import check_consistency, check_inclusion
 from audit.merkle import root_of_entries
 from audit.note import VerifierKey
 from audit.verify import verify_export
-from node import audit, audit_api, audit_queries, audit_tree
-from node.appkeys import CONTEXT
-from node.audit_export import export_log
-from node.checkpoints import AuditLogError, issue_checkpoint
-from node.context import NodeContext, open_node
-from node.localfed import build_local_federation
+from node.api import routes_audit as audit_api
+from node.auditlog import entries as audit
+from node.auditlog import queries as audit_queries
+from node.auditlog import tree as audit_tree
+from node.auditlog.checkpoints import AuditLogError, issue_checkpoint
+from node.auditlog.export import export_log
+from node.demo.local_federation import build_local_federation
+from node.federation.app_keys import CONTEXT
+from node.storage.context import NodeContext, open_node
 from node.storage.engine import session_factory
 from node.storage.migrate import upgrade_to_head
 from tests.support.nodes import MX, DatabaseFactory
@@ -285,7 +288,10 @@ def test_cli_export_and_independent_verifier(tmp_path: Path) -> None:
 
     def puente(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "node", *args], capture_output=True, text=True, check=False
+            [sys.executable, "-m", "node.commands", *args],
+            capture_output=True,
+            text=True,
+            check=False,
         )
 
     data = str(dirs["MX"])
@@ -312,7 +318,7 @@ async def test_migration_turns_an_old_hash_chain_into_the_tree(database_url: str
     """Entries written before 0002 keep their bytes and become the first leaves."""
     from alembic import command
 
-    from node.canonical import canonical_json
+    from node.core.canonical import canonical_json
     from node.storage.engine import create_engine
     from node.storage.migrate import alembic_config
 

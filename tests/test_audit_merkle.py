@@ -1,6 +1,6 @@
 """RFC 9162 tree hashing and proofs: published vectors, pymerkle, Go's sumdb/tlog, both backends.
 
-The node builds the tree and its proofs (node.audit_tree, from stored
+The node builds the tree and its proofs (node.auditlog.tree, from stored
 subtree hashes); the independent verifier (audit.merkle) checks them. Each is
 held against published test vectors and against implementations nobody here
 wrote, so a mistake shared by both would still be caught.
@@ -25,8 +25,9 @@ from audit.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from node import audit, audit_tree
-from node.canonical import canonical_json
+from node.auditlog import entries as audit
+from node.auditlog import tree as audit_tree
+from node.core.canonical import canonical_json
 from node.storage.engine import create_engine, session_factory
 from node.storage.migrate import upgrade_to_head
 

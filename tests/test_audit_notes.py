@@ -24,8 +24,8 @@ from audit.note import (
     verify_cosignatures,
     verify_note,
 )
-from node import audit_tree
-from node.signed_note import cosignature_line, sign_checkpoint, verifier_key
+from node.auditlog import tree as audit_tree
+from node.trust.note_signing import cosignature_line, sign_checkpoint, verifier_key
 from tests.support import goc2sp
 
 # The example key and note of golang.org/x/mod/sumdb/note (note/example_test.go).

@@ -37,12 +37,12 @@ from audit.replay import (
     replay_file,
 )
 from audit.verify import Report, _entry_lines, verify_export
-from node import audit
-from node.audit import AuditEvent
-from node.audit_export import export_log
-from node.checkpoints import issue_checkpoint
-from node.context import NodeContext, open_node
-from node.localfed import build_local_federation
+from node.auditlog import entries as audit
+from node.auditlog.checkpoints import issue_checkpoint
+from node.auditlog.entries import AuditEvent
+from node.auditlog.export import export_log
+from node.demo.local_federation import build_local_federation
+from node.storage.context import NodeContext, open_node
 from node.storage.migrate import upgrade_to_head
 from tests.support.nodes import MX, DatabaseFactory
 

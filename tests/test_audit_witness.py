@@ -15,12 +15,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from audit.note import Checkpoint, VerifierKey, open_checkpoint, parse_note
 from audit.verify import verify_export
-from node import audit, audit_queries
-from node.audit_export import export_log
-from node.checkpoints import issue_checkpoint
-from node.signed_note import sign_checkpoint
-from node.witness import ADD_CHECKPOINT_PATH, SIZE_CONTENT_TYPE
-from node.witness_client import relay, submit, witness_round
+from node.auditlog import entries as audit
+from node.auditlog import queries as audit_queries
+from node.auditlog.checkpoints import issue_checkpoint
+from node.auditlog.export import export_log
+from node.auditlog.witness import ADD_CHECKPOINT_PATH, SIZE_CONTENT_TYPE
+from node.auditlog.witness_rounds import relay, submit, witness_round
+from node.trust.note_signing import sign_checkpoint
 from tests.support.nodes import DatabaseFactory, LiveNode, live_federation, peer_session
 
 
@@ -177,7 +178,7 @@ async def test_cosignature_from_an_impostor_is_not_kept(
         lines = parse_note(cp.note).signatures
         assert len(lines) == 1
         # GT answering with MX's own log signature line is not a cosignature by GT's key.
-        from node.witness_client import _keep_cosignature
+        from node.auditlog.witness_rounds import _keep_cosignature
 
         gt_peer = mx.ctx.directory.node("GT")
         assert gt_peer is not None

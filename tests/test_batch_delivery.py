@@ -1,4 +1,4 @@
-"""Batches of envelopes (node.batch_wire): one answer each, stored in order, over real mTLS."""
+"""Batches of envelopes (node.wire.batch): one answer each, stored in order, over real mTLS."""
 
 from __future__ import annotations
 
@@ -11,22 +11,22 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from node import audit
-from node.batch_wire import (
+from node.auditlog import entries as audit
+from node.core.canonical import sha256_hex
+from node.core.limits import MAX_BATCH_MESSAGES
+from node.core.schemas import RETURN_NOTICE
+from node.delivery.outbox import queue_disclosure
+from node.storage.models import AuditEntry, Disclosure, ReceivedMessage
+from node.wire.batch import (
     BATCH_PATH,
     MAX_BATCH_BYTES,
-    MAX_BATCH_MESSAGES,
     BatchMalformed,
     encode_request,
     pack,
     parse_request,
 )
-from node.canonical import sha256_hex
-from node.envelope import Message, Party, seal
-from node.outbox import queue_disclosure
-from node.receipts import verify_receipt
-from node.schemas import RETURN_NOTICE
-from node.storage.models import AuditEntry, Disclosure, ReceivedMessage
+from node.wire.envelope import Message, Party, seal
+from node.wire.receipts import verify_receipt
 from tests.support.nodes import DatabaseFactory, LiveNode, live_federation, peer_session
 
 NOTICE = {

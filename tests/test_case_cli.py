@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from node.cli import main
-from node.localfed import build_local_federation
-from node.synthetic_cases import consent_draft, interviewed_case
+from node.commands.cli import main
+from node.demo.local_federation import build_local_federation
+from node.demo.synthetic_cases import consent_draft, interviewed_case
 from tests.support.cases import CASE_SPECS, CONSULATE
 
 CASE_REF = "GT-CLI-2026-000001"

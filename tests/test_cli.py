@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from node.cli import main
-from node.config import load_config
-from node.context import load_keys
-from node.errors import KeyStoreError
+from node.commands.cli import main
+from node.core.config import load_config
+from node.core.errors import KeyStoreError
+from node.storage.context import load_keys
 
 
 def puente(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "node", *map(str, args)],
+        [sys.executable, "-m", "node.commands", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=120,

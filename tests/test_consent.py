@@ -13,9 +13,20 @@ from typing import Any
 
 import pytest
 
-from node import schemas
-from node.cases import record_interview
-from node.consent import (
+from node.casework.cases import record_interview
+from node.casework.consents import (
+    consent_status,
+    get_consent,
+    lapse_due,
+    narrow_consent,
+    record_consent,
+    withdraw_consent,
+)
+from node.casework.disclose import disclose, preview_disclosure, send_preview
+from node.core import schemas
+from node.delivery.outbox import DisclosureRefused
+from node.demo.synthetic_cases import consent_draft
+from node.rules.consent import (
     ConsentError,
     ConsentRecord,
     ConsentRefused,
@@ -29,19 +40,8 @@ from node.consent import (
     new_consent,
     withdraw,
 )
-from node.consents import (
-    consent_status,
-    get_consent,
-    lapse_due,
-    narrow_consent,
-    record_consent,
-    withdraw_consent,
-)
-from node.disclose import disclose, preview_disclosure, send_preview
-from node.outbox import DisclosureRefused
 from node.storage.consent_models import CaseDisclosure
 from node.storage.models import Disclosure
-from node.synthetic_cases import consent_draft
 from tests.support.cases import (
     CASE_SPECS,
     CONSULATE,

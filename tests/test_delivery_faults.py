@@ -3,7 +3,7 @@
 Two ``puente serve`` processes (MX sends, GT receives) on SQLite or
 PostgreSQL. While bursts of disclosures are queued and delivered, each node
 is killed with SIGKILL at chosen moments (test-only crash points, see
-node.testhooks) and at random ones, and restarted. In the end every
+node.core.testhooks) and at random ones, and restarted. In the end every
 disclosure must have been received exactly once and receipted, nothing else
 received, and both audit logs must say exactly that.
 """
@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from node.context import NodeContext, open_node
-from node.localfed import build_local_federation
+from node.core.clock import utcnow
+from node.demo.local_federation import build_local_federation
+from node.storage.context import NodeContext, open_node
 from node.storage.migrate import upgrade_to_head
-from node.timeutil import utcnow
 from tests.support.delivery import check_exactly_once, delivered_count, queue_notices
 from tests.support.nodes import GT, MX, DatabaseFactory
 from tests.support.processes import NodeProcess, eventually, tune_delivery

@@ -20,12 +20,12 @@ import aiohttp
 import pytest
 from sqlalchemy import Table, insert, select, update
 
-from node import delivery_status
-from node.appkeys import INBOUND_LIMITS
-from node.canonical import sha256_hex
-from node.delivery import Deliverer
-from node.delivery_store import retry_now
-from node.localfed import free_port
+from node.core.canonical import sha256_hex
+from node.delivery import status as delivery_status
+from node.delivery.deliverer import Deliverer
+from node.delivery.store import retry_now
+from node.demo.local_federation import free_port
+from node.federation.app_keys import INBOUND_LIMITS
 from node.storage.delivery_models import DeliveryPeer
 from node.storage.models import Disclosure
 from tests.support.delivery import (
@@ -284,7 +284,7 @@ async def puente(*args: str) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "node",
+        "node.commands",
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

@@ -1,7 +1,7 @@
 """A peer down for hours: store and forward, bounded backoff, the backlog in order.
 
 Real ``puente serve`` processes whose clocks read a shared offset file
-(node.testhooks), so eleven hours of outage pass in seconds. The sender is
+(node.core.testhooks), so eleven hours of outage pass in seconds. The sender is
 killed and restarted in the middle of the outage to show the backoff lives
 in the database.
 """
@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from node import delivery_status
-from node.context import NodeContext, open_node
-from node.localfed import build_local_federation
+from node.core.testhooks import FileClock
+from node.delivery import status as delivery_status
+from node.demo.local_federation import build_local_federation
+from node.storage.context import NodeContext, open_node
 from node.storage.delivery_models import DeliveryPeer
 from node.storage.migrate import upgrade_to_head
-from node.testhooks import FileClock
 from tests.support.delivery import (
     audit_entries,
     check_exactly_once,

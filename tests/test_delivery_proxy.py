@@ -12,7 +12,7 @@ import random
 from collections import Counter
 from pathlib import Path
 
-from node.localfed import free_port
+from node.demo.local_federation import free_port
 from node.storage.delivery_models import DeliveryPeer
 from tests.support.delivery import (
     check_exactly_once,

@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.backoff import parse_retry_after, retry_delay
-from node.config import DeliveryConfig
-from node.errors import ConfigError
-from node.ratelimit import TokenBucket
-from node.testhooks import (
+from node.core.clock import utcnow
+from node.core.config import DeliveryConfig
+from node.core.errors import ConfigError
+from node.core.ratelimit import TokenBucket
+from node.core.testhooks import (
     CLOCK_FILE_ENV,
     CRASH_AT_ENV,
     TEST_MODE_ENV,
@@ -25,7 +25,7 @@ from node.testhooks import (
     from_environment,
     parse_crash_plan,
 )
-from node.timeutil import utcnow
+from node.delivery.backoff import parse_retry_after, retry_delay
 
 NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
 
@@ -136,7 +136,7 @@ def test_serve_refuses_test_hooks_without_test_mode(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != TEST_MODE_ENV}
     env[CRASH_AT_ENV] = "recipient.stored:1"
     result = subprocess.run(
-        [sys.executable, "-m", "node", "serve", "--dir", str(tmp_path)],
+        [sys.executable, "-m", "node.commands", "serve", "--dir", str(tmp_path)],
         capture_output=True,
         text=True,
         env=env,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 def test_demo_once_exits_zero_and_reports_every_receipt(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "node", "demo", "--once", "--dir", str(tmp_path / "demo")],
+        [sys.executable, "-m", "node.commands", "demo", "--once", "--dir", str(tmp_path / "demo")],
         capture_output=True,
         text=True,
         timeout=240,

@@ -18,18 +18,18 @@ import pytest
 from joserfc import jws
 from joserfc.jwk import OKPKey
 
-from node.canonical import b64url, b64url_decode, canonical_json
-from node.directory import (
+from node.core.canonical import b64url, b64url_decode, canonical_json
+from node.core.errors import DirectoryError, KeyStoreError
+from node.trust.acceptance import verify_directory
+from node.trust.directory import (
     DIRECTORY_JWS_TYPE,
     Directory,
     TrustRoot,
     merge_signatures,
     sign_directory,
-    verify_directory,
 )
-from node.errors import DirectoryError, KeyStoreError
-from node.federation import trust_root_document
-from node.keys import ENCRYPTION_CURVE, generate_signing_key, import_public_jwk, public_jwk
+from node.trust.keys import ENCRYPTION_CURVE, generate_signing_key, import_public_jwk, public_jwk
+from node.trust.operator import trust_root_document
 from tests.support.pki import FEDERATION, TestFederation, build_federation
 
 NOW = dt.datetime(2025, 3, 10, 12, 0, tzinfo=dt.UTC)

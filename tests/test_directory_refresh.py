@@ -22,10 +22,16 @@ import pytest
 import structlog
 from sqlalchemy import select
 
-from node import directory_history
-from node.appkeys import REFRESHER
-from node.directory import sign_directory
-from node.directory_edit import (
+from node.core.errors import DirectoryError, PuenteError, ReceiptError
+from node.delivery.outbox import queue_disclosure
+from node.federation import directory_history
+from node.federation.app_keys import REFRESHER
+from node.federation.directory_sources import DIRECTORY_PATH
+from node.federation.key_rotation import rotate_key
+from node.federation.refresher import health_fields
+from node.storage.models import AuditEntry, Disclosure
+from node.trust.directory import sign_directory
+from node.trust.edit import (
     add_node,
     as_document,
     bump,
@@ -34,15 +40,9 @@ from node.directory_edit import (
     revoke,
     set_operators,
 )
-from node.directory_sources import DIRECTORY_PATH
-from node.errors import DirectoryError, PuenteError, ReceiptError
-from node.federation import load_operator_key, publish_for_sources
-from node.keyrotation import rotate_key
-from node.keys import generate_signing_key, public_jwk
-from node.outbox import queue_disclosure
-from node.receipts import verify_receipt
-from node.refresher import health_fields
-from node.storage.models import AuditEntry, Disclosure
+from node.trust.keys import generate_signing_key, public_jwk
+from node.trust.operator import load_operator_key, publish_for_sources
+from node.wire.receipts import verify_receipt
 from tests.support.nodes import (
     GT,
     HN,

@@ -2,7 +2,7 @@
 
 Pure: no network, no database. An in-memory repository (``Repo``) plays the
 federation operators: it builds directory documents for a small federation
-and signs them with any operator keys; each case then asks node.trust (or the
+and signs them with any operator keys; each case then asks node.trust.acceptance (or the
 envelope and receipt checks) whether a node would accept the result, and
 asserts the reason code. The cases cover: threshold met and not met,
 operator-set rotation (old and new threshold both needed), expiry, rollback,
@@ -22,8 +22,13 @@ from typing import Any
 import pytest
 from joserfc.jwk import OKPKey
 
-from node.directory import Directory, TrustRoot, sign_directory, tls_entry
-from node.directory_edit import (
+from node.core.errors import DirectoryError, EnvelopeError, ReceiptError
+from node.core.schemas import RETURN_NOTICE
+from node.federation.key_rotation import select_active, with_rotated_key
+from node.federation.refresher import directory_health
+from node.trust.acceptance import TrustedDirectory, check_directory, verify_held, verify_initial
+from node.trust.directory import Directory, TrustRoot, sign_directory, tls_entry
+from node.trust.edit import (
     DraftError,
     add_node,
     remove_key,
@@ -31,21 +36,16 @@ from node.directory_edit import (
     revoke,
     set_operators,
 )
-from node.envelope import Message, Party, open_envelope, seal
-from node.errors import DirectoryError, EnvelopeError, ReceiptError
-from node.federation import directory_document, trust_root_document
-from node.keyrotation import select_active, with_rotated_key
-from node.keys import (
+from node.trust.keys import (
     generate_encryption_key,
     generate_signing_key,
     generate_tls_identity,
     public_jwk,
 )
-from node.keyvalidity import KeyValidity, newest_in_force, to_numeric_date
-from node.receipts import issue_receipt, verify_receipt
-from node.refresher import directory_health
-from node.schemas import RETURN_NOTICE
-from node.trust import TrustedDirectory, check_directory, verify_held, verify_initial
+from node.trust.operator import directory_document, trust_root_document
+from node.trust.validity import KeyValidity, newest_in_force, to_numeric_date
+from node.wire.envelope import Message, Party, open_envelope, seal
+from node.wire.receipts import issue_receipt, verify_receipt
 from tests.support.pki import sample_return_notice
 
 NOW = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.UTC)

@@ -26,19 +26,19 @@ from jwcrypto import jwe as jwc_jwe
 from jwcrypto import jwk as jwc_jwk
 from jwcrypto import jws as jwc_jws
 
-from node.canonical import b64url, b64url_decode, canonical_json
-from node.envelope import (
+from node.core.canonical import b64url, b64url_decode, canonical_json
+from node.core.errors import EnvelopeError, ReceiptError
+from node.core.limits import MAX_ENVELOPE_BYTES
+from node.trust.keys import generate_encryption_key, generate_signing_key, public_jwk
+from node.wire.envelope import (
     MAX_CLOCK_SKEW,
-    MAX_ENVELOPE_BYTES,
     MAX_LIFETIME,
     MESSAGE_JWT_TYPE,
     Message,
     Party,
     seal,
 )
-from node.errors import EnvelopeError, ReceiptError
-from node.keys import generate_encryption_key, generate_signing_key, public_jwk
-from node.receipts import RECEIPT_JWT_TYPE, issue_receipt, verify_receipt
+from node.wire.receipts import RECEIPT_JWT_TYPE, issue_receipt, verify_receipt
 from tests.support.pki import TestFederation, build_federation, sample_return_notice
 
 NOW = dt.datetime(2025, 3, 10, 12, 0, tzinfo=dt.UTC)

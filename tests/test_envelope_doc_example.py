@@ -8,7 +8,7 @@ from pathlib import Path
 
 from jwcrypto import jwe, jwk, jws
 
-from node.canonical import b64url_decode
+from node.core.canonical import b64url_decode
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = (ROOT / "docs" / "envelope.md").read_text(encoding="utf-8")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from jwcrypto import jwe, jwk, jws
 
-from node.evidence import export_evidence
-from node.outbox import queue_disclosure
+from node.delivery.outbox import queue_disclosure
+from node.intake.evidence import export_evidence
 from tests.support.nodes import DatabaseFactory, live_federation
 
 NOTICE = {

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from node.cli import main
-from node.directory_edit import as_document
-from node.keyprotect import PASSPHRASE_ENV
+from node.commands.cli import main
+from node.trust.at_rest import PASSPHRASE_ENV
+from node.trust.edit import as_document
 
 PASSPHRASE = "operator passphrase, long enough"
 

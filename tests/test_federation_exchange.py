@@ -12,15 +12,15 @@ import aiohttp
 import pytest
 from sqlalchemy import func, select
 
-from node import audit
-from node.canonical import b64url_decode, sha256_hex
-from node.delivery import MESSAGES_PATH
-from node.envelope import Message, Party, seal
-from node.keys import generate_tls_identity
-from node.outbox import queue_disclosure
-from node.receipts import verify_receipt
-from node.schemas import RETURN_NOTICE
+from node.auditlog import entries as audit
+from node.core.canonical import b64url_decode, sha256_hex
+from node.core.schemas import RETURN_NOTICE
+from node.delivery.deliverer import MESSAGES_PATH
+from node.delivery.outbox import queue_disclosure
 from node.storage.models import AuditEntry, Disclosure, ReceivedMessage
+from node.trust.keys import generate_tls_identity
+from node.wire.envelope import Message, Party, seal
+from node.wire.receipts import verify_receipt
 from tests.support.nodes import DatabaseFactory, LiveNode, live_federation, post_envelope
 
 NOTICE = {
@@ -182,7 +182,7 @@ async def test_server_certificate_must_match_the_pin(
         # Ask MX to talk to HN's socket while pinning GT's certificate.
         gt_peer = mx.ctx.directory.node("GT")
         assert gt_peer is not None
-        from node.tls import client_context
+        from node.trust.tls import client_context
 
         connector = aiohttp.TCPConnector(ssl=client_context(mx.ctx.keys.tls, gt_peer))
         async with aiohttp.ClientSession(connector=connector) as session:

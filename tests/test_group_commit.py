@@ -9,13 +9,13 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from node import audit
-from node.consent import Officer
-from node.consents import narrow_consent
-from node.context import NodeContext
-from node.disclose import preview_disclosure, send_preview
-from node.outbox import DisclosureRefused
+from node.auditlog import entries as audit
+from node.casework.consents import narrow_consent
+from node.casework.disclose import preview_disclosure, send_preview
+from node.delivery.outbox import DisclosureRefused
+from node.rules.consent import Officer
 from node.storage.consent_models import CaseDisclosure
+from node.storage.context import NodeContext
 from node.storage.models import AuditEntry, Disclosure
 from tests.support.cases import CASE_SPECS, CONSULATE, MovableClock, new_case
 from tests.support.nodes import DatabaseFactory, live_federation

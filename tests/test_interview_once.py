@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from node.cases import CaseError, add_addendum, coverage
-from node.consent import Officer
-from node.consents import record_consent, withdraw_consent
-from node.disclose import disclose
-from node.outbox import DisclosureRefused
-from node.shareback import share_back
-from node.summaries import list_received, read_received
-from node.synthetic_cases import CONSULATE_TOPICS, consent_draft
-from tests.support.cases import CASE_SPECS, CONSULATE, audit_entries, events, new_case
+from node.casework.cases import CaseError, add_addendum, coverage
+from node.casework.consents import record_consent, withdraw_consent
+from node.casework.disclose import disclose
+from node.casework.shareback import share_back
+from node.delivery.outbox import DisclosureRefused
+from node.demo.synthetic_cases import CONSULATE_TOPICS, consent_draft
+from node.intake.summaries import list_received, read_received
+from node.rules.consent import Officer
+from tests.support.cases import CASE_SPECS, CONSULATE, audit_entries, events, handoff, new_case
 from tests.support.nodes import DatabaseFactory, live_federation
 
 CASE_REF = "GT-CONS-2026-000777"
@@ -40,14 +40,7 @@ async def test_a_recipient_asks_only_what_is_missing_and_shares_it_back(
     async with live_federation(tmp_path, database_factory, CASE_SPECS) as nodes:
         gt, mx = nodes["GT"], nodes["MX"]
         _, consent = await new_case(gt.ctx, CASE_REF, recipients=[{"country": "MX"}])
-        await disclose(
-            gt.ctx,
-            case=CASE_REF,
-            doc_type="case_handoff",
-            purpose="protection_referral",
-            recipient_node="MX",
-            recipient_authority="mx-comar",
-        )
+        await handoff(gt.ctx, CASE_REF, "MX", "mx-comar")
         assert await gt.deliverer.run_once() == 1
 
         (seen,) = await read_received(mx.ctx, CASE_REF, viewer="officer.mx")

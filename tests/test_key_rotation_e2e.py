@@ -3,7 +3,7 @@
 Three real nodes (MX, GT, HN) on 127.0.0.1 exchange a steady stream of
 return notices: MX -> GT, GT -> MX and HN -> GT. Meanwhile GT rotates its
 signing, encryption and TLS keys the way an administrator would
-(node.keyrotation.rotate_key, what ``puente keys rotate`` runs), the operators
+(node.federation.key_rotation.rotate_key, what ``puente keys rotate`` runs), the operators
 publish the new entry in directory v2, GT installs it and the other nodes fetch
 it from GT over mutual TLS; then the clock passes the new keys' ``nbf`` (GT
 switches) and the old keys' ``exp``. A batch of envelopes is held back across
@@ -26,17 +26,17 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from node.appkeys import REFRESHER
-from node.canonical import b64url_decode
-from node.directory import sign_directory
-from node.directory_edit import add_node, as_document, bump
-from node.federation import load_operator_key, read_json
-from node.keyrotation import KINDS, rotate_key
-from node.outbox import queue_disclosure
-from node.receipts import verify_receipt
+from node.core.canonical import b64url_decode
+from node.core.clock import utcnow
+from node.delivery.outbox import queue_disclosure
+from node.federation.app_keys import REFRESHER
+from node.federation.key_rotation import KINDS, rotate_key
 from node.storage.models import AuditEntry, Disclosure, ReceivedMessage
-from node.timeutil import utcnow
-from node.tls import client_context, peer_pin
+from node.trust.directory import sign_directory
+from node.trust.edit import add_node, as_document, bump
+from node.trust.operator import load_operator_key, read_json
+from node.trust.tls import client_context, peer_pin
+from node.wire.receipts import verify_receipt
 from tests.support.nodes import GT, HN, MX, DatabaseFactory, LiveNode, live_federation
 
 HOUR = dt.timedelta(hours=1)

@@ -21,18 +21,23 @@ from jwcrypto import jwe as jwc_jwe
 from jwcrypto import jwk as jwc_jwk
 from sqlalchemy import select
 
-from node.appkeys import DELIVERER
-from node.cli import main
-from node.context import open_node
-from node.errors import KeyStoreError
-from node.keyprotect import (
+from node.commands.cli import main
+from node.core.clock import utcnow
+from node.core.errors import KeyStoreError
+from node.delivery.outbox import queue_disclosure
+from node.demo.local_federation import build_local_federation
+from node.federation.app import create_app, start_site
+from node.federation.app_keys import DELIVERER
+from node.storage.context import open_node
+from node.storage.models import Disclosure
+from node.trust.at_rest import (
     KEY_WRAP_ALG,
     PASSPHRASE_ENV,
     Unlocker,
     passphrase_source,
     tls_key_password,
 )
-from node.keys import (
+from node.trust.keys import (
     SIGNING_CURVE,
     generate_signing_key,
     generate_tls_identity,
@@ -40,11 +45,6 @@ from node.keys import (
     load_tls_identity,
     save_jwk,
 )
-from node.localfed import build_local_federation
-from node.outbox import queue_disclosure
-from node.server import create_app, start_site
-from node.storage.models import Disclosure
-from node.timeutil import utcnow
 from tests.support.nodes import GT, MX, DatabaseFactory
 
 PASSPHRASE = "correct horse battery staple"
@@ -193,7 +193,7 @@ async def test_a_protected_node_opens_only_with_its_passphrase_and_serves_mutual
     )
     secret = tmp_path / "passphrase"
     secret.write_text(PASSPHRASE)
-    with caplog.at_level(logging.WARNING, logger="node.context"):
+    with caplog.at_level(logging.WARNING, logger="node.storage.context"):
         unprotected = open_node(dirs["GT"])
     assert not unprotected.keys.protected
     assert "private_keys_unprotected" in caplog.text

@@ -21,20 +21,20 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from node import schemas
-from node.cases import create_case
-from node.consent import CATEGORIES, PURPOSES, RecipientRef, new_consent
-from node.consents import record_consent
-from node.disclose import disclose, preview_disclosure, send_preview
-from node.envelope import Message, Party, open_envelope
-from node.fields import field_paths
-from node.outbox import DisclosureRefused
-from node.planning import VitalInterest, plan_disclosure
-from node.policy import POLICY_ROOT, PolicySet, build_policy_set, path_matches
+from node.casework.cases import create_case
+from node.casework.consents import record_consent
+from node.casework.disclose import disclose, preview_disclosure, send_preview
+from node.core import schemas
+from node.core.clock import rfc3339
+from node.delivery.outbox import DisclosureRefused
+from node.demo.synthetic_cases import consent_draft
+from node.intake.terms import check_terms
+from node.rules.consent import CATEGORIES, PURPOSES, RecipientRef, new_consent
+from node.rules.planning import VitalInterest, plan_disclosure
+from node.rules.policy import POLICY_ROOT, PolicySet, build_policy_set, path_matches
 from node.storage.models import Disclosure
-from node.synthetic_cases import consent_draft
-from node.terms_check import check_terms
-from node.timeutil import rfc3339
+from node.wire.envelope import Message, Party, open_envelope
+from node.wire.fields import field_paths
 from tests.support.cases import CASE_SPECS, CONSULATE
 from tests.support.nodes import DatabaseFactory, LiveNode, live_federation
 

@@ -1,7 +1,7 @@
 """Policies and bilateral agreements: parsing, digests, narrowing that never widens.
 
 Pure: no database, no network. The recipient-side checks of terms
-(node.terms_check) are table-driven here too.
+(node.intake.terms) are table-driven here too.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ from typing import Any
 import pytest
 import rfc8785
 
-from node.consent import RecipientRef, new_consent
-from node.envelope import Message, Party
-from node.errors import EnvelopeError
-from node.fields import field_paths
-from node.planning import plan_disclosure
-from node.policy import (
+from node.core.errors import EnvelopeError
+from node.core.schemas import CASE_HANDOFF
+from node.demo.synthetic_cases import consent_draft, interviewed_case
+from node.intake.terms import check_terms
+from node.rules.consent import RecipientRef, new_consent
+from node.rules.planning import plan_disclosure
+from node.rules.policy import (
     POLICY_ROOT,
     Agreement,
     PolicyError,
@@ -34,9 +35,8 @@ from node.policy import (
     parse_policy,
     path_matches,
 )
-from node.schemas import CASE_HANDOFF
-from node.synthetic_cases import consent_draft, interviewed_case
-from node.terms_check import check_terms
+from node.wire.envelope import Message, Party
+from node.wire.fields import field_paths
 
 NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
 

@@ -15,14 +15,14 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from node.consent import ConsentRecord, RecipientRef, new_consent
-from node.disclose import disclose, exceptions_for_review, preview_disclosure
-from node.outbox import DisclosureRefused
-from node.planning import Plan, VitalInterest, plan_disclosure
-from node.policy import default_policy_set
-from node.safeguards import is_minor
+from node.casework.disclose import disclose, exceptions_for_review, preview_disclosure
+from node.delivery.outbox import DisclosureRefused
+from node.demo.synthetic_cases import consent_draft, interviewed_case
+from node.rules.consent import ConsentRecord, RecipientRef, new_consent
+from node.rules.planning import Plan, VitalInterest, plan_disclosure
+from node.rules.policy import default_policy_set
+from node.rules.safeguards import is_minor
 from node.storage.consent_models import CaseDisclosure, ReceivedSummary
-from node.synthetic_cases import consent_draft, interviewed_case
 from tests.support.cases import CASE_SPECS, CONSULATE, audit_entries, events, new_case
 from tests.support.nodes import DatabaseFactory, live_federation
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-from node import schemas
-from node.consent import CATEGORIES, PURPOSES
-from node.interview import INDICATOR_TOPICS, TOPICS, VULNERABILITY_TOPICS
-from node.policy import POLICY_ROOT
-from node.synthetic import return_notice
-from node.synthetic_cases import consent_draft, interviewed_case
+from node.core import schemas
+from node.demo.synthetic import return_notice
+from node.demo.synthetic_cases import consent_draft, interviewed_case
+from node.rules.consent import CATEGORIES, PURPOSES
+from node.rules.interview import INDICATOR_TOPICS, TOPICS, VULNERABILITY_TOPICS
+from node.rules.policy import POLICY_ROOT
 
 SCHEMA_FILES = sorted(schemas.SCHEMA_ROOT.glob("*/*.schema.json"))
 POLICY_FILES = sorted(POLICY_ROOT.glob("*.json"))

@@ -1,4 +1,4 @@
-"""The compiled fast path of node.schemas never accepts what jsonschema refuses.
+"""The compiled fast path of node.core.schemas never accepts what jsonschema refuses.
 
 ``schemas.validate`` asks jsonschema-rs first and jsonschema only when the
 fast path does not accept. That is behaviour-preserving only if the fast path
@@ -20,11 +20,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench.workload import ROUTES, planned_message
-from node import schemas
-from node.errors import SchemaError
-from node.policy import POLICY_ROOT
-from node.synthetic import return_notice
-from node.synthetic_cases import consent_draft, interviewed_case
+from node.core import schemas
+from node.core.errors import SchemaError
+from node.demo.synthetic import return_notice
+from node.demo.synthetic_cases import consent_draft, interviewed_case
+from node.rules.policy import POLICY_ROOT
 
 NOW = dt.datetime(2026, 11, 23, 15, 0, tzinfo=dt.UTC)
 

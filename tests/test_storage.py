@@ -10,7 +10,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from node import audit
+from node.auditlog import entries as audit
 from node.storage.engine import create_engine, session_factory
 from node.storage.migrate import upgrade_to_head
 from node.storage.models import Base

@@ -14,23 +14,23 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from node.consent import Officer
-from node.consents import consent_status, withdraw_consent
-from node.datakeys import DataKeyError, decrypt
-from node.disclose import disclose
-from node.envelope import open_envelope
-from node.evidence import export_evidence
-from node.outbox import queue_disclosure
-from node.retention import purge_expired
+from node.casework.consents import consent_status, withdraw_consent
+from node.delivery.outbox import queue_disclosure
+from node.intake.datakeys import DataKeyError, decrypt
+from node.intake.evidence import export_evidence
+from node.intake.retention import purge_expired
+from node.intake.summaries import key_store, list_received, open_body
+from node.rules.consent import Officer
 from node.storage.consent_models import ReceivedSummary, SummaryKey
 from node.storage.models import Disclosure, ReceivedMessage
-from node.summaries import key_store, list_received, open_body
+from node.wire.envelope import open_envelope
 from tests.support.cases import (
     CASE_SPECS,
     CONSULATE,
     MovableClock,
     audit_entries,
     events,
+    handoff,
     new_case,
 )
 from tests.support.nodes import DatabaseFactory, LiveNode, live_federation, post_envelope
@@ -60,22 +60,8 @@ async def test_withdrawal_reaches_both_recipients_and_both_erase(
     async with live_federation(tmp_path, database_factory, CASE_SPECS, clock=clock) as nodes:
         gt, mx, hn = nodes["GT"], nodes["MX"], nodes["HN"]
         _, consent = await new_case(gt.ctx, CASE_REF)
-        to_mx = await disclose(
-            gt.ctx,
-            case=CASE_REF,
-            doc_type="case_handoff",
-            purpose="protection_referral",
-            recipient_node="MX",
-            recipient_authority="mx-comar",
-        )
-        to_hn = await disclose(
-            gt.ctx,
-            case=CASE_REF,
-            doc_type="case_handoff",
-            purpose="protection_referral",
-            recipient_node="HN",
-            recipient_authority="hn-protection",
-        )
+        to_mx = await handoff(gt.ctx, CASE_REF, "MX", "mx-comar")
+        to_hn = await handoff(gt.ctx, CASE_REF, "HN", "hn-protection")
         assert await gt.deliverer.run_once() == 2
 
         # Each recipient holds the summary only encrypted, under its own data key.
@@ -106,14 +92,7 @@ async def test_withdrawal_reaches_both_recipients_and_both_erase(
             backups[node.node_id] = (row.data_key_id, row.body_ciphertext, row.message_id)
 
         # A third disclosure is still waiting in the outbox when she withdraws.
-        waiting = await disclose(
-            gt.ctx,
-            case=CASE_REF,
-            doc_type="case_handoff",
-            purpose="protection_referral",
-            recipient_node="MX",
-            recipient_authority="mx-inm",
-        )
+        waiting = await handoff(gt.ctx, CASE_REF, "MX", "mx-inm")
         await hn.stop()
         outcome = await withdraw_consent(gt.ctx, consent.consent_id, by=OFFICER)
         assert outcome.stopped == (waiting.message_id,)
@@ -199,14 +178,7 @@ async def test_a_summary_arriving_after_the_withdrawal_is_refused(
     async with live_federation(tmp_path, database_factory, CASE_SPECS) as nodes:
         gt, mx = nodes["GT"], nodes["MX"]
         _, consent = await new_case(gt.ctx, CASE_REF)
-        sent = await disclose(
-            gt.ctx,
-            case=CASE_REF,
-            doc_type="case_handoff",
-            purpose="protection_referral",
-            recipient_node="MX",
-            recipient_authority="mx-comar",
-        )
+        sent = await handoff(gt.ctx, CASE_REF, "MX", "mx-comar")
         await gt.deliverer.run_once()
         await withdraw_consent(gt.ctx, consent.consent_id, by=OFFICER)
         await gt.deliverer.run_once()
@@ -236,22 +208,8 @@ async def test_retention_purges_summaries_automatically(
     async with live_federation(tmp_path, database_factory, CASE_SPECS, clock=clock) as nodes:
         gt, mx = nodes["GT"], nodes["MX"]
         await new_case(gt.ctx, CASE_REF)
-        to_inm = await disclose(
-            gt.ctx,
-            case=CASE_REF,
-            doc_type="case_handoff",
-            purpose="protection_referral",
-            recipient_node="MX",
-            recipient_authority="mx-inm",
-        )
-        to_comar = await disclose(
-            gt.ctx,
-            case=CASE_REF,
-            doc_type="case_handoff",
-            purpose="protection_referral",
-            recipient_node="MX",
-            recipient_authority="mx-comar",
-        )
+        to_inm = await handoff(gt.ctx, CASE_REF, "MX", "mx-inm")
+        to_comar = await handoff(gt.ctx, CASE_REF, "MX", "mx-comar")
         await gt.deliverer.run_once()
         # The GT-MX agreement keeps migration authorities' copies 30 days; the policy
         # keeps a protection agency's 365.
@@ -279,14 +237,7 @@ async def test_over_disclosure_is_refused_by_the_recipient(
     async with live_federation(tmp_path, database_factory, CASE_SPECS) as nodes:
         gt, mx = nodes["GT"], nodes["MX"]
         await new_case(gt.ctx, CASE_REF)
-        sent = await disclose(
-            gt.ctx,
-            case=CASE_REF,
-            doc_type="case_handoff",
-            purpose="protection_referral",
-            recipient_node="MX",
-            recipient_authority="mx-inm",
-        )
+        sent = await handoff(gt.ctx, CASE_REF, "MX", "mx-inm")
         plan = sent.preview.plan
         assert "interview.identification_indicators" in sent.preview.withheld
         bloated = dict(sent.preview.document)
@@ -315,8 +266,8 @@ async def test_over_disclosure_is_refused_by_the_recipient(
         ]
 
         # And directly over HTTP: the answer is problem+json with the reason code.
-        from node.envelope import Message, Party, seal
-        from node.schemas import CASE_HANDOFF
+        from node.core.schemas import CASE_HANDOFF
+        from node.wire.envelope import Message, Party, seal
 
         now = gt.ctx.now()
         message = Message(

@@ -6,7 +6,6 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import web
 
-from node import audit, audit_api
 from node.api import (
     routes_admin,
     routes_cases,
@@ -15,15 +14,17 @@ from node.api import (
     routes_me,
     routes_ops,
 )
+from node.api import routes_audit as audit_api
 from node.api.guards import Forbidden, TooManyRequests
 from node.api.keys import API_CONTEXT, METRICS, ON_QUEUED, PRINCIPAL, RATE_LIMITER
 from node.api.metrics import ApiMetrics
 from node.api.ratelimit import RateLimiter
-from node.context import NodeContext
-from node.errors import PuenteError
-from node.logs import get_logger
-from node.problems import problem_response
-from node.users import Role, authenticate
+from node.api.users import Role, authenticate
+from node.auditlog import entries as audit
+from node.core.errors import PuenteError
+from node.core.logs import get_logger
+from node.core.responses import problem_response
+from node.storage.context import NodeContext
 
 log = get_logger(__name__)
 
@@ -139,7 +140,7 @@ def create_api_app(
 
 async def start_api_site(app: web.Application, ctx: NodeContext) -> web.AppRunner:
     """Listen for the local API on its own port, over HTTPS with the node's certificate."""
-    from node.tls import api_server_context
+    from node.trust.tls import api_server_context
 
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()

@@ -8,8 +8,8 @@ from functools import wraps
 from aiohttp import web
 
 from node.api.keys import PRINCIPAL
-from node.errors import PuenteError
-from node.users import Principal, Role
+from node.api.users import Principal, Role
+from node.core.errors import PuenteError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -8,8 +8,8 @@ from aiohttp import web
 
 from node.api.metrics import ApiMetrics
 from node.api.ratelimit import RateLimiter
-from node.context import NodeContext
-from node.users import Principal
+from node.api.users import Principal
+from node.storage.context import NodeContext
 
 API_CONTEXT = web.AppKey("api_context", NodeContext)
 METRICS = web.AppKey("metrics", ApiMetrics)

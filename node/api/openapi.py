@@ -10,8 +10,8 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
-from node.errors import SchemaError
-from node.schemas import SCHEMA_ROOT
+from node.core.errors import SchemaError
+from node.core.schemas import SCHEMA_ROOT
 
 OPENAPI_PATH: Path = SCHEMA_ROOT / "api" / "openapi.json"
 _DOC_URI = "https://puente.int/api/v1/openapi.json"

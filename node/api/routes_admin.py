@@ -7,13 +7,13 @@ from typing import Any
 
 from aiohttp import web
 
-from node import users
+from node.api import users
 from node.api.guards import allow, json_body
 from node.api.keys import API_CONTEXT
 from node.api.openapi import validate_body
-from node.keys import public_jwk
+from node.api.users import Role
 from node.storage.api_models import ApiToken, User
-from node.users import Role
+from node.trust.keys import public_jwk
 
 
 def user_view(user: User, tokens: list[ApiToken]) -> dict[str, Any]:

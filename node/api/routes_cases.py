@@ -14,14 +14,14 @@ from typing import Any
 
 from aiohttp import web
 
-from node import cases, consents, disclose
 from node.api.guards import BadRequest, allow, json_body, principal_of
 from node.api.keys import API_CONTEXT, ON_QUEUED
 from node.api.openapi import validate_body
-from node.consent import ConsentError, Officer, Scope
-from node.context import NodeContext
-from node.errors import PuenteError
-from node.users import Principal, Role
+from node.api.users import Principal, Role
+from node.casework import cases, consents, disclose
+from node.core.errors import PuenteError
+from node.rules.consent import ConsentError, Officer, Scope
+from node.storage.context import NodeContext
 
 
 class NotFound(PuenteError):

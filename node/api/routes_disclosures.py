@@ -7,12 +7,12 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import func, select
 
-from node import delivery_status
 from node.api.guards import BadRequest, allow, int_param, principal_of
 from node.api.keys import API_CONTEXT
-from node.errors import PuenteError
+from node.api.users import Role
+from node.core.errors import PuenteError
+from node.delivery import status as delivery_status
 from node.storage.models import Disclosure
-from node.users import Role
 
 STATES = ("queued", "sending", "delivered", "refused", "expired", "withdrawn")
 

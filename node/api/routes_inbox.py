@@ -7,12 +7,12 @@ from typing import Any
 
 from aiohttp import web
 
-from node import inbox
 from node.api.guards import BadRequest, allow, int_param, json_body, principal_of
 from node.api.keys import API_CONTEXT
 from node.api.openapi import validate_body
+from node.api.users import Role
+from node.intake import inbox
 from node.storage.api_models import InboxItem
-from node.users import Role
 
 
 def item_view(item: InboxItem) -> dict[str, Any]:

@@ -2,5 +2,5 @@
 
 Each module has ``register(subparsers)``, which adds its subcommands and sets
 ``handler`` (a function taking the parsed arguments and returning an exit
-code) as a parser default. node.cli lists the modules.
+code) as a parser default. node.commands.cli lists the modules.
 """

@@ -1,4 +1,4 @@
-"""The passphrase options every key-touching command shares (node.keyprotect)."""
+"""The passphrase options every key-touching command shares (node.trust.at_rest)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from node.errors import KeyStoreError
-from node.keyprotect import PASSPHRASE_ENV, Unlocker, check_new_passphrase, passphrase_source
+from node.core.errors import KeyStoreError
+from node.trust.at_rest import PASSPHRASE_ENV, Unlocker, check_new_passphrase, passphrase_source
 
 UNPROTECTED_WARNING = (
     "WARNING: the private keys are NOT encrypted at rest. Anyone who can read "

@@ -7,8 +7,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
-from node.context import NodeContext, open_node
-from node.keyprotect import Unlocker, passphrase_source
+from node.storage.context import NodeContext, open_node
+from node.trust.at_rest import Unlocker, passphrase_source
 
 T = TypeVar("T")
 

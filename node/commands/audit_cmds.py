@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from node.commands import _util
-from node.context import NodeContext
-from node.logs import configure_logging
+from node.core.clock import parse_rfc3339
+from node.core.logs import configure_logging
+from node.storage.context import NodeContext
 from node.storage.migrate import upgrade_to_head
-from node.timeutil import parse_rfc3339
 
 
 def with_node(data_dir: Path, work: Any) -> Any:
@@ -105,8 +105,8 @@ def register(sub: Any) -> None:
 
 
 def checkpoint_cmd(args: argparse.Namespace) -> int:
-    from node.audit_queries import checkpoint_document
-    from node.checkpoints import issue_checkpoint
+    from node.auditlog.checkpoints import issue_checkpoint
+    from node.auditlog.queries import checkpoint_document
 
     async def work(ctx: NodeContext) -> dict[str, Any]:
         await upgrade_to_head(ctx.engine)
@@ -123,21 +123,21 @@ def checkpoint_cmd(args: argparse.Namespace) -> int:
 
 
 def inclusion_cmd(args: argparse.Namespace) -> int:
-    from node.audit_queries import inclusion_proof
+    from node.auditlog.queries import inclusion_proof
 
     _emit(with_node(args.dir, lambda ctx: inclusion_proof(ctx, args.index, args.size)))
     return 0
 
 
 def consistency_cmd(args: argparse.Namespace) -> int:
-    from node.audit_queries import consistency_proof
+    from node.auditlog.queries import consistency_proof
 
     _emit(with_node(args.dir, lambda ctx: consistency_proof(ctx, args.old, args.new)))
     return 0
 
 
 def _print_entries(rows: list[Any], as_csv: bool) -> None:
-    from node.audit_queries import entries_csv
+    from node.auditlog.queries import entries_csv
 
     if as_csv:
         sys.stdout.write(entries_csv(rows))
@@ -147,7 +147,7 @@ def _print_entries(rows: list[Any], as_csv: bool) -> None:
 
 
 def entries_cmd(args: argparse.Namespace) -> int:
-    from node.audit_queries import EntryQuery, query_entries
+    from node.auditlog.queries import EntryQuery, query_entries
 
     query = EntryQuery(start=args.start, limit=args.limit)
     _print_entries(with_node(args.dir, lambda ctx: query_entries(ctx, query)), args.csv)
@@ -155,7 +155,7 @@ def entries_cmd(args: argparse.Namespace) -> int:
 
 
 def query_cmd(args: argparse.Namespace) -> int:
-    from node.audit_queries import EntryQuery, case_ref_for, query_entries
+    from node.auditlog.queries import EntryQuery, case_ref_for, query_entries
 
     async def work(ctx: NodeContext) -> list[Any]:
         query = EntryQuery(
@@ -176,7 +176,7 @@ def query_cmd(args: argparse.Namespace) -> int:
 
 
 def report_cmd(args: argparse.Namespace) -> int:
-    from node.audit_queries import subject_report
+    from node.auditlog.queries import subject_report
 
     report = with_node(args.dir, lambda ctx: subject_report(ctx, args.case_id))
     if args.out:
@@ -190,7 +190,7 @@ def report_cmd(args: argparse.Namespace) -> int:
 
 
 def export_cmd(args: argparse.Namespace) -> int:
-    from node.audit_export import export_log
+    from node.auditlog.export import export_log
 
     summary = with_node(args.dir, lambda ctx: export_log(ctx, args.out))
     print(
@@ -202,8 +202,8 @@ def export_cmd(args: argparse.Namespace) -> int:
 
 def verify_cmd(args: argparse.Namespace) -> int:
     from audit.verify import verify_export
-    from node import audit
-    from node.audit_export import export_log
+    from node.auditlog import entries as audit
+    from node.auditlog.export import export_log
 
     async def work(ctx: NodeContext) -> tuple[int | None, str, bool]:
         async with ctx.sessions() as session:
@@ -221,7 +221,7 @@ def verify_cmd(args: argparse.Namespace) -> int:
 
 
 def witness_cmd(args: argparse.Namespace) -> int:
-    from node.witness_client import witness_round
+    from node.auditlog.witness_rounds import witness_round
 
     results = with_node(args.dir, witness_round)
     for r in results:
@@ -231,7 +231,7 @@ def witness_cmd(args: argparse.Namespace) -> int:
 
 
 def witnessed_cmd(args: argparse.Namespace) -> int:
-    from node.audit_queries import witnessed_sizes
+    from node.auditlog.queries import witnessed_sizes
 
     rows = with_node(args.dir, witnessed_sizes)
     for r in rows:
@@ -244,7 +244,7 @@ def witnessed_cmd(args: argparse.Namespace) -> int:
 
 
 def forks_cmd(args: argparse.Namespace) -> int:
-    from node.audit_queries import forks
+    from node.auditlog.queries import forks
 
     rows = with_node(args.dir, forks)
     for f in rows:

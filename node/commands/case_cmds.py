@@ -1,8 +1,8 @@
 """Cases, consents and disclosures: ``puente case``, ``puente consent``, ``puente disclose``.
 
-Thin wrappers over the service functions (node.cases, node.consents,
-node.disclose, node.shareback, node.retention); every refusal is a
-``puente: <reason>: <detail>`` line with exit code 2 (node.cli).
+Thin wrappers over the service functions (node.casework.cases, node.casework.consents,
+node.casework.disclose, node.casework.shareback, node.intake.retention); every refusal is a
+``puente: <reason>: <detail>`` line with exit code 2 (node.commands.cli).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from node.commands._util import with_node
-from node.context import NodeContext
-from node.errors import ConfigError
+from node.core.errors import ConfigError
+from node.storage.context import NodeContext
 from node.storage.migrate import upgrade_to_head
 
 
@@ -164,7 +164,7 @@ def _register_disclose(sub: Any) -> None:
     exceptions.set_defaults(handler=disclose_exceptions)
 
 
-EXIT_REFUSED = 2  # as node.cli
+EXIT_REFUSED = 2  # as node.commands.cli
 
 
 def _run(data_dir: Path, work: Any) -> Any:
@@ -176,7 +176,7 @@ def _run(data_dir: Path, work: Any) -> Any:
 
 
 def case_create(args: argparse.Namespace) -> int:
-    from node.cases import create_case
+    from node.casework.cases import create_case
 
     document = _json_file(args.file)
 
@@ -189,7 +189,7 @@ def case_create(args: argparse.Namespace) -> int:
 
 
 def case_show(args: argparse.Namespace) -> int:
-    from node.cases import find_case
+    from node.casework.cases import find_case
 
     async def work(ctx: NodeContext) -> Any:
         return await find_case(ctx, args.case)
@@ -199,7 +199,7 @@ def case_show(args: argparse.Namespace) -> int:
 
 
 def case_interview(args: argparse.Namespace) -> int:
-    from node.cases import record_interview
+    from node.casework.cases import record_interview
 
     interview = _json_file(args.file)
 
@@ -212,7 +212,7 @@ def case_interview(args: argparse.Namespace) -> int:
 
 
 def case_coverage(args: argparse.Namespace) -> int:
-    from node.cases import coverage
+    from node.casework.cases import coverage
 
     async def work(ctx: NodeContext) -> Any:
         return await coverage(ctx, args.case_ref)
@@ -238,7 +238,7 @@ def case_coverage(args: argparse.Namespace) -> int:
 def case_received(args: argparse.Namespace) -> int:
     import getpass
 
-    from node.summaries import read_received
+    from node.intake.summaries import read_received
 
     async def work(ctx: NodeContext) -> Any:
         return await read_received(ctx, args.case_ref, viewer=f"cli:{getpass.getuser()}")
@@ -248,7 +248,7 @@ def case_received(args: argparse.Namespace) -> int:
 
 
 def case_addendum(args: argparse.Namespace) -> int:
-    from node.cases import add_addendum
+    from node.casework.cases import add_addendum
 
     interview = _json_file(args.file)
 
@@ -267,7 +267,7 @@ def case_addendum(args: argparse.Namespace) -> int:
 
 
 def case_share_back(args: argparse.Namespace) -> int:
-    from node.shareback import share_back
+    from node.casework.shareback import share_back
 
     async def work(ctx: NodeContext) -> Any:
         return await share_back(ctx, args.addendum_id)
@@ -278,7 +278,7 @@ def case_share_back(args: argparse.Namespace) -> int:
 
 
 def case_purge(args: argparse.Namespace) -> int:
-    from node.retention import sweep
+    from node.intake.retention import sweep
 
     async def work(ctx: NodeContext) -> Any:
         return await sweep(ctx)
@@ -292,7 +292,7 @@ def case_purge(args: argparse.Namespace) -> int:
 
 
 def consent_record(args: argparse.Namespace) -> int:
-    from node.consents import record_consent
+    from node.casework.consents import record_consent
 
     draft = _json_file(args.file)
 
@@ -305,7 +305,7 @@ def consent_record(args: argparse.Namespace) -> int:
 
 
 def consent_show(args: argparse.Namespace) -> int:
-    from node.consents import consent_status
+    from node.casework.consents import consent_status
 
     async def work(ctx: NodeContext) -> Any:
         return await consent_status(ctx, args.consent_id)
@@ -329,15 +329,15 @@ def consent_show(args: argparse.Namespace) -> int:
 
 
 def _officer_of(ctx: NodeContext, pair: tuple[str, str]) -> Any:
-    from node.consent import Officer
+    from node.rules.consent import Officer
 
     return Officer(ctx.node_id, pair[0], pair[1])
 
 
 def consent_narrow(args: argparse.Namespace) -> int:
-    from node.consent import RecipientMatcher, Scope
-    from node.consents import get_consent, narrow_consent
-    from node.timeutil import parse_rfc3339
+    from node.casework.consents import get_consent, narrow_consent
+    from node.core.clock import parse_rfc3339
+    from node.rules.consent import RecipientMatcher, Scope
 
     recipients = _json_file(args.recipients_file) if args.recipients_file else None
 
@@ -371,7 +371,7 @@ def consent_narrow(args: argparse.Namespace) -> int:
 
 
 def consent_withdraw(args: argparse.Namespace) -> int:
-    from node.consents import withdraw_consent
+    from node.casework.consents import withdraw_consent
 
     async def work(ctx: NodeContext) -> Any:
         return await withdraw_consent(ctx, args.consent_id, by=_officer_of(ctx, args.officer))
@@ -426,7 +426,7 @@ def print_preview(preview: Any) -> None:
 
 
 def disclose_preview(args: argparse.Namespace) -> int:
-    from node.disclose import preview_disclosure
+    from node.casework.disclose import preview_disclosure
 
     async def work(ctx: NodeContext) -> Any:
         return await preview_disclosure(ctx, **_disclosure_args(args))
@@ -444,7 +444,7 @@ def disclose_preview(args: argparse.Namespace) -> int:
 
 
 def disclose_send(args: argparse.Namespace) -> int:
-    from node.disclose import disclose
+    from node.casework.disclose import disclose
 
     async def work(ctx: NodeContext) -> Any:
         return await disclose(ctx, **_disclosure_args(args))
@@ -459,7 +459,7 @@ def disclose_send(args: argparse.Namespace) -> int:
 
 
 def disclose_exceptions(args: argparse.Namespace) -> int:
-    from node.disclose import exceptions_for_review
+    from node.casework.disclose import exceptions_for_review
 
     async def work(ctx: NodeContext) -> Any:
         return await exceptions_for_review(ctx)

@@ -16,6 +16,6 @@ def register(sub: Any) -> None:
 
 
 def demo_cmd(args: argparse.Namespace) -> int:
-    from node.demo import run_demo
+    from node.demo.run import run_demo
 
     return run_demo(args.dir, once=args.once, out=sys.stdout)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from node.commands._util import with_node
-from node.context import NodeContext
+from node.storage.context import NodeContext
 
 
 def register(sub: Any) -> None:
@@ -20,7 +20,7 @@ def register(sub: Any) -> None:
 
 
 def export_cmd(args: argparse.Namespace) -> int:
-    from node.evidence import export_evidence
+    from node.intake.evidence import export_evidence
 
     async def work(ctx: NodeContext) -> int:
         return await export_evidence(ctx, args.out)

@@ -22,7 +22,6 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from node import directory_edit, directory_history
 from node.commands._passphrase import (
     UNPROTECTED_WARNING,
     add_passphrase_argument,
@@ -30,11 +29,24 @@ from node.commands._passphrase import (
     unlocker,
 )
 from node.commands._util import with_node
-from node.config import AUTHORITY_KINDS, load_config
-from node.context import NodeContext
-from node.directory import Directory, TrustRoot, merge_signatures, sign_directory, valid_signers
-from node.errors import ConfigError, DirectoryError, PuenteError
-from node.federation import (
+from node.core.clock import parse_rfc3339, rfc3339
+from node.core.config import AUTHORITY_KINDS, load_config
+from node.core.errors import ConfigError, DirectoryError, PuenteError
+from node.federation import directory_history
+from node.storage.context import NodeContext
+from node.storage.directory_models import DirectoryVersion
+from node.storage.migrate import upgrade_to_head
+from node.trust import edit as directory_edit
+from node.trust.acceptance import check_directory, effective_operators, verify_held, verify_initial
+from node.trust.directory import (
+    Directory,
+    TrustRoot,
+    merge_signatures,
+    sign_directory,
+    valid_signers,
+)
+from node.trust.keys import cert_der_from_pem
+from node.trust.operator import (
     create_operator_key,
     load_operator_key,
     load_operator_public_key,
@@ -44,12 +56,7 @@ from node.federation import (
     read_json,
     write_json,
 )
-from node.keys import cert_der_from_pem
-from node.keyvalidity import REVOCATION_REASONS
-from node.storage.directory_models import DirectoryVersion
-from node.storage.migrate import upgrade_to_head
-from node.timeutil import parse_rfc3339, rfc3339
-from node.trust import check_directory, effective_operators, verify_held, verify_initial
+from node.trust.validity import REVOCATION_REASONS
 
 # Thumbprints are base64url and may start with "-", which argparse takes for an option.
 KEY_ID_HELP = "kid, or x5t#S256 pin; write --key-id=ID (with '=') since an id may start with '-'"

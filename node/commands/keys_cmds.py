@@ -2,8 +2,8 @@
 
 ``puente keys rotate`` makes a new key and the node entry that publishes it;
 the operators sign a directory with it; the running node switches to it when
-it comes into force (node.keyrotation). Keys are encrypted at rest under the
-operator passphrase (node.keyprotect); ``protect`` encrypts keys made without one.
+it comes into force (node.federation.key_rotation). Keys are encrypted at rest under the
+operator passphrase (node.trust.at_rest); ``protect`` encrypts keys made without one.
 """
 
 from __future__ import annotations
@@ -23,16 +23,22 @@ from node.commands._passphrase import (
     unlocker,
 )
 from node.commands._util import with_node
-from node.config import NodeConfig, load_config
-from node.context import NodeContext, open_node
-from node.directory import MemberNode
-from node.errors import KeyStoreError
-from node.keyprotect import describe, is_wrapped, tls_key_password, unwrap_jwk, wrap_jwk
-from node.keyrotation import DEFAULT_LEAD, DEFAULT_OVERLAP, KINDS, activate_due_keys, rotate_key
-from node.keys import read_private_file, write_private_file
-from node.keyvalidity import KeyValidity
+from node.core.clock import rfc3339
+from node.core.config import NodeConfig, load_config
+from node.core.errors import KeyStoreError
+from node.federation.key_rotation import (
+    DEFAULT_LEAD,
+    DEFAULT_OVERLAP,
+    KINDS,
+    activate_due_keys,
+    rotate_key,
+)
+from node.storage.context import NodeContext, open_node
 from node.storage.migrate import upgrade_to_head
-from node.timeutil import rfc3339
+from node.trust.at_rest import describe, is_wrapped, tls_key_password, unwrap_jwk, wrap_jwk
+from node.trust.directory import MemberNode
+from node.trust.keys import read_private_file, write_private_file
+from node.trust.validity import KeyValidity
 
 
 def register(sub: Any) -> None:

@@ -11,7 +11,6 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from node import delivery_status, testhooks
 from node.commands._passphrase import (
     UNPROTECTED_WARNING,
     add_passphrase_argument,
@@ -19,13 +18,15 @@ from node.commands._passphrase import (
     unlocker,
 )
 from node.commands._util import with_node
-from node.config import AUTHORITY_KINDS, AuthorityConfig
-from node.context import NodeContext, open_node
-from node.errors import ConfigError
-from node.logs import configure_logging, get_logger
-from node.nodeinit import init_node
+from node.core import testhooks
+from node.core.clock import rfc3339
+from node.core.config import AUTHORITY_KINDS, AuthorityConfig
+from node.core.errors import ConfigError
+from node.core.logs import configure_logging, get_logger
+from node.delivery import status as delivery_status
+from node.storage.context import NodeContext, open_node
 from node.storage.migrate import upgrade_to_head
-from node.timeutil import rfc3339
+from node.trust.init_node import init_node
 
 
 def _authority(text: str) -> AuthorityConfig:
@@ -117,10 +118,10 @@ def serve(args: argparse.Namespace) -> int:
 
 
 async def _serve(data_dir: Path, args: argparse.Namespace) -> None:
-    from node.server import create_app, start_site
+    from node.federation.app import create_app, start_site
 
     log = get_logger("puente.serve")
-    # Test-only clock and crash points; refused unless PUENTE_TEST_MODE=1 (node.testhooks).
+    # Test-only clock and crash points; refused unless PUENTE_TEST_MODE=1 (node.core.testhooks).
     clock, crash_points = testhooks.from_environment(os.environ)
     ctx = open_node(data_dir, clock=clock, unlocker=unlocker(args))
     ctx.crash_points = crash_points
@@ -129,7 +130,7 @@ async def _serve(data_dir: Path, args: argparse.Namespace) -> None:
     api_runner = None
     if ctx.config.api.port:
         from node.api.app import create_api_app, start_api_site
-        from node.appkeys import DELIVERER
+        from node.federation.app_keys import DELIVERER
 
         deliverer = app[DELIVERER]
         api_runner = await start_api_site(create_api_app(ctx, on_queued=deliverer.wake), ctx)
@@ -154,7 +155,7 @@ def migrate(args: argparse.Namespace) -> int:
 
 
 def send(args: argparse.Namespace) -> int:
-    from node.outbox import queue_disclosure
+    from node.delivery.outbox import queue_disclosure
 
     node_id, _, authority = args.to.partition("/")
     try:

@@ -7,9 +7,9 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from node import users
+from node.api import users
 from node.commands._util import with_node
-from node.context import NodeContext
+from node.storage.context import NodeContext
 from node.storage.migrate import upgrade_to_head
 
 

@@ -25,7 +25,7 @@ from typing import Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from node.logs import get_logger
+from node.core.logs import get_logger
 from node.storage.sessions import Sessions
 
 log = get_logger(__name__)

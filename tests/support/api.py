@@ -12,9 +12,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from node import users
+from node.api import users
 from node.api.app import create_api_app, start_api_site
-from node.context import NodeContext
+from node.storage.context import NodeContext
 
 
 @dataclass

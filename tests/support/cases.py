@@ -14,15 +14,16 @@ from typing import Any
 
 from sqlalchemy import select
 
-from node import audit
-from node.cases import Case, create_case
-from node.config import AuthorityConfig
-from node.consent import ConsentRecord
-from node.consents import record_consent
-from node.context import NodeContext
-from node.localfed import NodeSpec
+from node.auditlog import entries as audit
+from node.casework.cases import Case, create_case
+from node.casework.consents import record_consent
+from node.casework.disclose import Sent, disclose
+from node.core.config import AuthorityConfig
+from node.demo.local_federation import NodeSpec
+from node.demo.synthetic_cases import consent_draft, interviewed_case
+from node.rules.consent import ConsentRecord
+from node.storage.context import NodeContext
 from node.storage.models import AuditEntry
-from node.synthetic_cases import consent_draft, interviewed_case
 
 CONSULATE = "gt-consulado-tapachula"
 GT_CASES = NodeSpec(
@@ -92,6 +93,20 @@ async def new_case(
         ),
     )
     return case, consent
+
+
+async def handoff(
+    ctx: NodeContext, case_ref: str, recipient_node: str, recipient_authority: str
+) -> Sent:
+    """Send the case's handoff for a protection referral to one authority of one node."""
+    return await disclose(
+        ctx,
+        case=case_ref,
+        doc_type="case_handoff",
+        purpose="protection_referral",
+        recipient_node=recipient_node,
+        recipient_authority=recipient_authority,
+    )
 
 
 async def audit_entries(ctx: NodeContext) -> list[dict[str, Any]]:

@@ -17,12 +17,12 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from node.context import NodeContext
-from node.outbox import queue_disclosure
-from node.receipts import verify_receipt
+from node.core.clock import utcnow
+from node.delivery.outbox import queue_disclosure
+from node.demo.synthetic import return_notice
+from node.storage.context import NodeContext
 from node.storage.models import AuditEntry, Disclosure, ReceivedMessage
-from node.synthetic import return_notice
-from node.timeutil import utcnow
+from node.wire.receipts import verify_receipt
 
 
 class MovableClock:

@@ -1,7 +1,7 @@
 """Real nodes in the test's event loop: real TLS sockets on 127.0.0.1, real databases.
 
 ``live_federation`` initialises data directories with the production code
-(node.localfed), opens each node, and starts its real aiohttp application with
+(node.demo.local_federation), opens each node, and starts its real aiohttp application with
 mutual TLS on a free port. Delivery runs only when a test asks for it
 (``deliver=True``) or calls ``node.deliverer.run_once()`` itself, so tests
 decide when messages move.
@@ -18,14 +18,14 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from node.appkeys import DELIVERER
-from node.config import AuthorityConfig
-from node.context import NodeContext, open_node
-from node.delivery import MESSAGES_PATH, Deliverer
-from node.localfed import NodeSpec, build_local_federation
-from node.server import create_app, start_site
-from node.timeutil import Clock, utcnow
-from node.tls import client_context
+from node.core.clock import Clock, utcnow
+from node.core.config import AuthorityConfig
+from node.delivery.deliverer import MESSAGES_PATH, Deliverer
+from node.demo.local_federation import NodeSpec, build_local_federation
+from node.federation.app import create_app, start_site
+from node.federation.app_keys import DELIVERER
+from node.storage.context import NodeContext, open_node
+from node.trust.tls import client_context
 from tests.support.processes import tune_delivery
 
 DatabaseFactory = Callable[[str], Awaitable[str]]

@@ -1,8 +1,8 @@
 """An in-memory test federation built with the real key, directory and envelope code.
 
 ``build_federation`` generates, for every node, an Ed25519 signing key, an X25519
-encryption key and a self-signed TLS identity (node.keys), plus federation
-operator keys; it builds the directory document, signs it (node.directory), and
+encryption key and a self-signed TLS identity (node.trust.keys), plus federation
+operator keys; it builds the directory document, signs it (node.trust.directory), and
 verifies it against the trust root, exactly as a node would on start-up.
 Everything is synthetic: invented authority names, ``.test`` host names.
 
@@ -25,17 +25,18 @@ from typing import Any, ClassVar
 
 from joserfc.jwk import OKPKey
 
-from node.directory import Directory, TrustRoot, sign_directory, tls_entry, verify_directory
-from node.envelope import Message, OpenedEnvelope, Party, open_envelope, seal
-from node.federation import directory_document, trust_root_document
-from node.keys import (
+from node.core.schemas import RETURN_NOTICE
+from node.trust.acceptance import verify_directory
+from node.trust.directory import Directory, TrustRoot, sign_directory, tls_entry
+from node.trust.keys import (
     TlsIdentity,
     generate_encryption_key,
     generate_signing_key,
     generate_tls_identity,
     public_jwk,
 )
-from node.schemas import RETURN_NOTICE
+from node.trust.operator import directory_document, trust_root_document
+from node.wire.envelope import Message, OpenedEnvelope, Party, open_envelope, seal
 
 FEDERATION = "test-federation"
 DIRECTORY_VALIDITY = dt.timedelta(days=30)

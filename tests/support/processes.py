@@ -1,7 +1,7 @@
 """Real ``puente serve`` processes for fault tests: start, kill -9, restart.
 
-Each node runs as ``python -m node serve --dir D`` in its own session, its
-output appended to ``D/serve.log``. The test-only hooks (node.testhooks) are
+Each node runs as ``python -m node.commands serve --dir D`` in its own session, its
+output appended to ``D/serve.log``. The test-only hooks (node.core.testhooks) are
 passed through the environment: a clock file shared by the nodes, and crash
 points that make a process SIGKILL itself at a chosen moment.
 """
@@ -19,9 +19,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from node.config import load_config
-from node.demo import wait_for_port
-from node.testhooks import CLOCK_FILE_ENV, CRASH_AT_ENV, TEST_MODE_ENV
+from node.core.config import load_config
+from node.core.testhooks import CLOCK_FILE_ENV, CRASH_AT_ENV, TEST_MODE_ENV
+from node.demo.run import wait_for_port
 
 
 def tune_delivery(data_dir: Path, **overrides: Any) -> None:
@@ -53,7 +53,7 @@ class NodeProcess:
             env[CLOCK_FILE_ENV] = str(self.clock_file)
         log = (self.data_dir / "serve.log").open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "node", "serve", "--dir", str(self.data_dir)],
+            [sys.executable, "-m", "node.commands", "serve", "--dir", str(self.data_dir)],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from node import audit_tree
+from node.auditlog import tree as audit_tree
 from node.storage.models import UtcDateTime
 
 revision = "0002"

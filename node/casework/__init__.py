@@ -1,0 +1,1 @@
+"""The sending authority's services: cases, consents, preview and disclose, share-back."""

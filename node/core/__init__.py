@@ -1,0 +1,3 @@
+"""What every part of the node uses: errors, time, logs, problem details, schemas, canonical JSON,
+configuration.
+"""

@@ -1,0 +1,1 @@
+"""The demo: a local federation, its story, and invented (synthetic) data."""

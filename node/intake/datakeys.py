@@ -1,0 +1,144 @@
+"""Per-summary data keys for crypto-shredding, and AES-256-GCM with them.
+
+Each received case summary (body and evidence envelope) is encrypted under
+its own random 256-bit key. Erasing the summary is destroying that key: every
+copy of the ciphertext — in the database, its replicas, its backups, its
+write-ahead log archive — becomes unreadable at once.
+
+That only holds if the keys are not in those same copies, so the keys are NOT
+in the database: each is a file ``<data dir>/keys/summaries/<key id>.key``
+(mode 0600 in a 0700 directory, like the node's other private keys). Operators
+back up the database but not this directory (docs/consent-and-policy.md):
+losing the key store loses the summaries, which is the point. A database
+table (``summary_keys``) keeps only the bookkeeping: when each key was made
+and destroyed, and why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import re
+import uuid
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from node.core.errors import PuenteError
+from node.trust.keys import write_private_file
+
+KEY_BYTES = 32
+NONCE_BYTES = 12
+DataKey = tuple[str, bytes]  # (key id, 256-bit key)
+_KEY_ID = re.compile(r"^[0-9a-f-]{36}$")
+
+
+class DataKeyError(PuenteError):
+    """A data key is missing (destroyed) or the ciphertext does not open with it."""
+
+    reason = "data_key_destroyed"
+    http_status = 410
+
+
+class DataKeyStore:
+    """The directory of per-summary data keys."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _path(self, key_id: str) -> Path:
+        if not _KEY_ID.fullmatch(key_id):
+            raise DataKeyError("data_key_invalid", "not a data key id")
+        return self.root / f"{key_id}.key"
+
+    def create(self) -> DataKey:
+        """A fresh key, durably written before any ciphertext under it is committed."""
+        (made,) = self.create_many(1)
+        return made
+
+    def create_many(self, count: int) -> list[DataKey]:
+        """``count`` fresh keys, durably written: each file, then the directory, synced.
+
+        Blocking (one fsync a file): a busy receiver calls it in a worker
+        thread for a whole batch (asyncio.to_thread), off the event loop.
+        """
+        made = []
+        for _ in range(count):
+            key_id = str(uuid.uuid4())
+            key = AESGCM.generate_key(bit_length=KEY_BYTES * 8)
+            write_private_file(self._path(key_id), key)
+            made.append((key_id, key))
+        if made:
+            self._sync_directory()  # the new names, not only the contents, survive a crash
+        return made
+
+    def get(self, key_id: str) -> bytes:
+        """The key, or :class:`DataKeyError` ``data_key_destroyed``."""
+        try:
+            key = self._path(key_id).read_bytes()
+        except FileNotFoundError as exc:
+            raise DataKeyError("data_key_destroyed", f"data key {key_id} no longer exists") from exc
+        if len(key) != KEY_BYTES:
+            raise DataKeyError("data_key_destroyed", f"data key {key_id} is not a key")
+        return key
+
+    def exists(self, key_id: str) -> bool:
+        return self._path(key_id).exists()
+
+    def destroy(self, key_id: str) -> bool:
+        """Overwrite and remove the key file. Returns False if it was already gone.
+
+        Overwriting first is best effort (a journaling file system or an SSD may
+        keep old blocks); what makes erasure hold is that no backup ever held the key.
+        """
+        path = self._path(key_id)
+        try:
+            with path.open("r+b") as handle:
+                handle.write(b"\0" * KEY_BYTES)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except FileNotFoundError:
+            return False
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        self._sync_directory()
+        return True
+
+    def key_ids(self) -> list[str]:
+        """Every key id present (for sweeping keys whose summary was never committed)."""
+        return sorted(p.stem for p in self.root.glob("*.key"))
+
+    def created_at(self, key_id: str) -> dt.datetime | None:
+        try:
+            return dt.datetime.fromtimestamp(self._path(key_id).stat().st_mtime, dt.UTC)
+        except FileNotFoundError:
+            return None
+
+    def _sync_directory(self) -> None:
+        # The unlink itself must reach the disk, or a crash could bring the key back.
+        with contextlib.suppress(OSError):
+            fd = os.open(self.root, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+def encrypt(key: bytes, plaintext: bytes, *, context: str) -> bytes:
+    """AES-256-GCM: ``nonce || ciphertext+tag``; ``context`` is bound as associated data."""
+    nonce = os.urandom(NONCE_BYTES)
+    return nonce + AESGCM(key).encrypt(nonce, plaintext, context.encode("utf-8"))
+
+
+def decrypt(key: bytes, sealed: bytes, *, context: str) -> bytes:
+    """Open what :func:`encrypt` sealed under the same key and context."""
+    try:
+        return AESGCM(key).decrypt(
+            sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], context.encode("utf-8")
+        )
+    except (InvalidTag, ValueError) as exc:
+        raise DataKeyError(
+            "data_key_mismatch", "the ciphertext does not open with this key"
+        ) from exc

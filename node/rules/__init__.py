@@ -1,0 +1,3 @@
+"""The pure rules: consent, policy, minimization, safeguards, planning, the standardized interview.
+No I/O.
+"""
