@@ -65,6 +65,7 @@ __all__ = [
     "ReplicatedPostgres",
     "multihost_dsn",
     "multihost_sqlalchemy_url",
+    "server_pids",
 ]
 
 STANDBY_NAME = "standby1"
@@ -423,11 +424,11 @@ class ReplicatedPostgres:
 
     def _reap(self, node: PgNode, *, grace: float = 0.0) -> None:
         """Make sure no process of `node` survives: wait `grace` seconds, then SIGKILL."""
-        pids = _pids_with_data_dir(node.data_dir)
+        pids = server_pids(node.data_dir)
         deadline = time.monotonic() + grace
         while pids and time.monotonic() < deadline:
             time.sleep(0.05)
-            pids = _pids_with_data_dir(node.data_dir)
+            pids = server_pids(node.data_dir)
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -465,7 +466,7 @@ class ReplicatedPostgres:
         return result
 
 
-def _pids_with_data_dir(data_dir: Path) -> list[int]:
+def server_pids(data_dir: Path) -> list[int]:
     """Processes of the server at `data_dir`, the postmaster and every child.
 
     PostgreSQL processes change their working directory to the data directory,
