@@ -81,7 +81,11 @@ def render_config(
     check_inter: str = "2s",
     template: Path = TEMPLATE,
 ) -> str:
-    """The template filled in; `chroot_dir=None` drops chroot/user/group (non-root runs)."""
+    """The template filled in.
+
+    `chroot_dir=None` comments out chroot/user/group: for a process that already
+    runs unprivileged (a non-root test run, the official container image).
+    """
     federation_servers = "\n".join(
         f"    server {b.name} {b.host}:{b.federation_port} check port {b.api_port}"
         for b in backends
@@ -93,7 +97,7 @@ def render_config(
         federation_servers=federation_servers,
         api_servers=api_servers,
         runtime_socket=str(runtime_socket),
-        chroot_dir=str(chroot_dir) if chroot_dir is not None else "/",
+        chroot_dir=str(chroot_dir) if chroot_dir is not None else "/var/lib/haproxy",
         run_user=run_user,
         run_group=run_user,
         check_inter=check_inter,
@@ -102,7 +106,7 @@ def render_config(
         lines = []
         for line in rendered.splitlines():
             if line.strip().split(" ", 1)[0] in ("chroot", "user", "group"):
-                line = "    # (not root) " + line.strip()
+                line = "    # (already unprivileged, no drop) " + line.strip()
             lines.append(line)
         rendered = "\n".join(lines) + "\n"
     return rendered
