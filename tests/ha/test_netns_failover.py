@@ -21,9 +21,10 @@ from tests.support.pg_replication import (
     ReplicatedPostgres,
     multihost_dsn,
     multihost_sqlalchemy_url,
+    replication_unavailable,
 )
 
-_UNAVAILABLE = netns_unavailable()
+_UNAVAILABLE = netns_unavailable() or replication_unavailable()
 pytestmark = [
     pytest.mark.skipif(_UNAVAILABLE is not None, reason=f"netns test bed: {_UNAVAILABLE}"),
     pytest.mark.timeout(180),

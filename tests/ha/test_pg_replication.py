@@ -26,9 +26,14 @@ from tests.support.pg_replication import (
     ReplicatedPostgres,
     multihost_dsn,
     multihost_sqlalchemy_url,
+    replication_unavailable,
 )
 
-pytestmark = pytest.mark.timeout(180)
+_UNAVAILABLE = replication_unavailable()
+pytestmark = [
+    pytest.mark.skipif(_UNAVAILABLE is not None, reason=f"replication test bed: {_UNAVAILABLE}"),
+    pytest.mark.timeout(180),
+]
 
 
 async def _fetch_ids(dsn: str) -> set[int]:

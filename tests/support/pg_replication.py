@@ -65,6 +65,7 @@ __all__ = [
     "ReplicatedPostgres",
     "multihost_dsn",
     "multihost_sqlalchemy_url",
+    "replication_unavailable",
     "server_pids",
 ]
 
@@ -115,6 +116,17 @@ class PgNode:
         except (OSError, IndexError):
             return None
         return int(first_line) if first_line.strip().isdigit() else None
+
+
+def replication_unavailable() -> str | None:
+    """Why a replicated pair cannot be started here (None when it can): no server binaries."""
+    try:
+        bindir = find_postgres_bindir()
+    except PostgresClusterError as exc:
+        return str(exc)
+    if not os.access(bindir / "pg_basebackup", os.X_OK):
+        return f"pg_basebackup not found in {bindir}; run scripts/ensure-postgres"
+    return None
 
 
 def multihost_dsn(nodes: Sequence[PgNode], dbname: str = "postgres") -> str:
