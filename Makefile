@@ -11,7 +11,7 @@ LINT_PATHS := node audit bench tests
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: venv lint postgres-binaries go-c2sp test demo bench clean
+.PHONY: venv lint postgres-binaries ha-tools go-c2sp test demo bench clean
 
 # The stamp is newer than pyproject.toml once the install succeeded, so repeated
 # `make test` runs skip the install; editing dependencies re-runs it.
@@ -32,11 +32,15 @@ lint: venv
 postgres-binaries:
 	bash scripts/ensure-postgres
 
+# HAProxy, Patroni, etcd and iproute2 for the high-availability test bed (tests/ha/).
+ha-tools:
+	bash scripts/ensure-ha-tools
+
 # Go's reference C2SP note and RFC 6962 tree code, to check the audit log's formats.
 go-c2sp:
 	bash scripts/ensure-go-c2sp
 
-test: venv postgres-binaries go-c2sp
+test: venv postgres-binaries ha-tools go-c2sp
 	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
