@@ -11,7 +11,7 @@ LINT_PATHS := node audit bench tests
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: venv lint postgres-binaries go-c2sp test demo bench clean
+.PHONY: venv lint postgres-binaries go-c2sp browser test demo bench clean
 
 # The stamp is newer than pyproject.toml once the install succeeded, so repeated
 # `make test` runs skip the install; editing dependencies re-runs it.
@@ -35,7 +35,12 @@ postgres-binaries:
 go-c2sp:
 	bash scripts/ensure-go-c2sp
 
-test: venv postgres-binaries go-c2sp
+# Debian's Chromium and fonts for the browser tests (Playwright launches it by path;
+# it cannot download a browser here). axe-core comes with the dev dependencies.
+browser:
+	bash scripts/ensure-chromium
+
+test: venv postgres-binaries go-c2sp browser
 	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
