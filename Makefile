@@ -7,6 +7,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LINT_PATHS := node audit bench tests
+# Python scripts without a .py suffix, which ruff and mypy only check when named.
+LINT_SCRIPTS := scripts/check-i18n
 
 PYTEST_ARGS ?=
 ARGS ?=
@@ -23,10 +25,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# The translation check runs once the web interface has catalogs
+# (node/**/locale/<lang>/LC_MESSAGES/messages.po); how to update them: babel.cfg.
 lint: venv
-	$(BIN)/ruff check $(LINT_PATHS)
-	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/ruff check $(LINT_PATHS) $(LINT_SCRIPTS)
+	$(BIN)/ruff format --check $(LINT_PATHS) $(LINT_SCRIPTS)
 	$(BIN)/mypy
+	$(BIN)/mypy $(LINT_SCRIPTS)
+	if [[ -n "$$(find node -path '*/locale/*/LC_MESSAGES/messages.po' -print -quit)" ]]; then \
+		$(BIN)/python scripts/check-i18n; \
+	fi
 
 postgres-binaries:
 	bash scripts/ensure-postgres
