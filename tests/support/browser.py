@@ -7,10 +7,11 @@ cannot download its own browser here, so it launches this one by path.
 Playwright's *async* API, because pytest-asyncio runs in auto mode and the pages
 under test are served by an aiohttp app in the test's own event loop: the sync
 API refuses to start inside a running loop, and would block the loop that has to
-answer the browser. Launching takes well under a second, so each test gets its
-own browser and nothing crosses event loops.
+answer the browser. Each test gets its own browser (the ``browser`` and ``page``
+fixtures of tests/browser/conftest.py), so nothing crosses event loops; driver,
+launch and a first page cost about a second a test.
 
-    async def test_arrivals(browser: Browser) -> None:
+    async def test_arrivals(browser: Browser, tmp_path: Path) -> None:
         async with serve_https(app) as base_url, new_page(browser) as page:
             await page.goto(f"{base_url}/llegadas")
             await check_accessibility(page)
