@@ -32,7 +32,7 @@ from node.federation.app_keys import CONTEXT
 from node.storage.context import NodeContext, open_node
 from node.storage.engine import session_factory
 from node.storage.migrate import upgrade_to_head
-from tests.support.nodes import MX, DatabaseFactory
+from tests.support.nodes import GT, HN, MX, DatabaseFactory
 
 CASE = "MX-TEST-2026-000042"
 
@@ -42,7 +42,7 @@ async def node(tmp_path: Path, database_factory: DatabaseFactory) -> AsyncIterat
     url = await database_factory("mx")
     dirs = build_local_federation(
         tmp_path / "fed",
-        [MX],
+        [MX, GT, HN],
         federation="test-federation",
         now=dt.datetime.now(dt.UTC),
         database_urls={"MX": url},
@@ -68,7 +68,7 @@ async def write_entries(ctx: NodeContext, count: int, *, case: str | None = None
                 message_id=f"00000000-0000-4000-8000-{i:012d}",
                 counterparty="GT" if i % 2 else "HN",
                 case_ref=ref,
-                purpose="return_preparation",
+                purpose="reception_on_return",
                 legal_basis="consent" if i % 3 else "vital_interest",
                 fields=["arrival.date", "immediate_needs"],
             )

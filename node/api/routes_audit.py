@@ -6,8 +6,8 @@
     GET proof/inclusion?index=I[&size=N]        RFC 9162 inclusion proof
     GET proof/consistency?old=M[&new=N]         RFC 9162 consistency proof
     GET entries?start=S&limit=L[&format=csv]    entries by range
-    GET query?case_id=&counterparty=&purpose=&legal_basis=&event=&since=&until=[&format=csv]
-    GET subject-report?case_id=ID               every entry about one case, with proofs
+    GET query?case_ref=&counterparty=&purpose=&legal_basis=&event=&since=&until=[&format=csv]
+    GET subject-report?case_ref=REF             every entry about one case, with proofs
     GET witnessed                               which peer witnessed which tree size
     GET forks                                   forks seen while witnessing peers
 
@@ -25,7 +25,6 @@ from aiohttp import web
 
 from node.auditlog import queries as audit_queries
 from node.auditlog.queries import AuditQueryError, EntryQuery
-from node.core.clock import parse_rfc3339
 from node.core.errors import PuenteError
 from node.core.responses import problem_response
 from node.storage.context import NodeContext
@@ -56,14 +55,16 @@ def _required_int(request: web.Request, name: str) -> int:
     return value
 
 
-def _time(request: web.Request, name: str) -> dt.datetime | None:
+def _time(request: web.Request, ctx: NodeContext, name: str) -> dt.datetime | None:
     text = request.query.get(name)
     if text is None:
         return None
-    try:
-        return parse_rfc3339(text)
-    except ValueError as exc:
-        raise AuditQueryError("bad_parameter", f"{name} is an RFC 3339 time") from exc
+    return audit_queries.time_bound(ctx, text, name=name, end=name == "until")
+
+
+def _case(request: web.Request) -> str | None:
+    """The case reference asked for (``case_ref``; ``case_id`` is its older name)."""
+    return request.query.get("case_ref") or request.query.get("case_id") or None
 
 
 def _rows_response(request: web.Request, rows: list[Any]) -> web.Response:
@@ -117,25 +118,27 @@ def add_routes(
         return _rows_response(request, await audit_queries.query_entries(ctx, query))
 
     async def query(request: web.Request, ctx: NodeContext) -> web.Response:
-        case_id = request.query.get("case_id")
+        case = _case(request)
         entry_query = EntryQuery(
-            case_ref=audit_queries.case_ref_for(ctx, case_id) if case_id else None,
+            case_ref=audit_queries.case_ref_for(ctx, case) if case else None,
             counterparty=request.query.get("counterparty"),
             purpose=request.query.get("purpose"),
             legal_basis=request.query.get("legal_basis"),
             event=request.query.get("event"),
-            since=_time(request, "since"),
-            until=_time(request, "until"),
+            since=_time(request, ctx, "since"),
+            until=_time(request, ctx, "until"),
             start=_int(request, "start", 0) or 0,
             limit=_int(request, "limit", 100) or 0,
         )
         return _rows_response(request, await audit_queries.query_entries(ctx, entry_query))
 
     async def subject_report(request: web.Request, ctx: NodeContext) -> web.Response:
-        case_id = request.query.get("case_id")
-        if not case_id:
-            raise AuditQueryError("missing_parameter", "case_id is required")
-        return web.json_response(await audit_queries.subject_report(ctx, case_id))
+        case = _case(request)
+        if not case:
+            raise AuditQueryError(
+                "missing_parameter", "case_ref is required: the case reference on the file"
+            )
+        return web.json_response(await audit_queries.subject_report(ctx, case))
 
     async def witnessed(request: web.Request, ctx: NodeContext) -> web.Response:
         return web.json_response({"cosignatures": await audit_queries.witnessed_sizes(ctx)})

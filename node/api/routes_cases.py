@@ -177,6 +177,7 @@ async def send(request: web.Request) -> web.Response:
         case=case,
         sender_authority=principal.authority,
         ttl=dt.timedelta(hours=ttl_hours) if ttl_hours else None,
+        user=principal.username,
         **_disclosure_args(body),
     )
     _notify(request)

@@ -230,10 +230,12 @@ async def _change(
                     at=now,
                     message_id=disclosure.message_id,
                     counterparty=disclosure.recipient_node,
+                    **(disclosure.audit_context or {}),
                     consent_id=consent_id,
+                    withdrawn_by=by.officer,
                 )
         notices = await _queue_withdrawals(
-            ctx, session, record, [d for _, d in pairs], affected, now
+            ctx, session, record, [d for _, d in pairs], affected, now, user=by.officer
         )
         await audit.append(
             session,
@@ -263,6 +265,8 @@ async def _queue_withdrawals(
     disclosures: Sequence[Disclosure],
     affected: Sequence[Disclosure],
     now: dt.datetime,
+    *,
+    user: str,
 ) -> list[str]:
     """One consent_withdrawal per recipient authority that may hold data under the consent.
 
@@ -303,6 +307,7 @@ async def _queue_withdrawals(
             audit_details={
                 "consent_id": record.consent_id,
                 "case_ref": audit_case_ref(ctx, record.case_ref),
+                "user": user,
                 "scope": scope,
                 "erase": [d.message_id for d in listed],
             },

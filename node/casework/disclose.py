@@ -166,8 +166,12 @@ async def disclose(
     consent_id: str | None = None,
     vital_interest: str | None = None,
     ttl: dt.timedelta | None = None,
+    user: str | None = None,
 ) -> Sent:
-    """Plan and queue a summary in one step (:func:`preview_disclosure` + :func:`send_preview`)."""
+    """Plan and queue a summary in one step (:func:`preview_disclosure` + :func:`send_preview`).
+
+    ``user`` names the person sending, as the audit trail records it.
+    """
     preview = await preview_disclosure(
         ctx,
         case=case,
@@ -179,15 +183,20 @@ async def disclose(
         consent_id=consent_id,
         vital_interest=vital_interest,
     )
-    return await send_preview(ctx, preview, ttl=ttl)
+    return await send_preview(ctx, preview, ttl=ttl, user=user)
 
 
 async def send_preview(
-    ctx: NodeContext, preview: Preview, *, ttl: dt.timedelta | None = None
+    ctx: NodeContext,
+    preview: Preview,
+    *,
+    ttl: dt.timedelta | None = None,
+    user: str | None = None,
 ) -> Sent:
     """Queue exactly what a caseworker previewed, or raise the refusal it carries.
 
     Refused as ``preview_stale`` if the case or the consent changed since.
+    ``user`` (who sends) is named in the audit entries of the disclosure.
     """
     plan = preview.plan
     recipient_node, recipient_authority = plan.recipient.node, plan.recipient.authority
@@ -195,7 +204,7 @@ async def send_preview(
     if plan.refusal is not None or plan.terms is None or plan.rule is None:
         reason = plan.refusal.reason if plan.refusal else "disclosure_refused"
         detail = plan.refusal.detail if plan.refusal else ""
-        await _audit_refusal(ctx, preview, reason)
+        await _audit_refusal(ctx, preview, reason, user)
         raise DisclosureRefused(reason, detail)
     assert plan.retain_until is not None
     review = plan.exception is not None
@@ -211,6 +220,7 @@ async def send_preview(
         terms=plan.terms,
         audit_details={
             "case_ref": audit_case_ref(ctx, preview.case_ref),
+            "user": user,
             "purpose": purpose,
             "legal_basis": plan.legal_basis,
             "consent_id": plan.consent.consent_id if plan.consent else None,
@@ -316,7 +326,9 @@ def _unchanged(row: ConsentRow | None, planned: ConsentRecord) -> bool:
     return current is not None and current.history == planned.history
 
 
-async def _audit_refusal(ctx: NodeContext, preview: Preview, reason: str) -> None:
+async def _audit_refusal(
+    ctx: NodeContext, preview: Preview, reason: str, user: str | None
+) -> None:
     plan = preview.plan
     async with ctx.sessions.begin() as session:
         await audit.append(
@@ -329,6 +341,8 @@ async def _audit_refusal(ctx: NodeContext, preview: Preview, reason: str) -> Non
             purpose=plan.purpose,
             legal_basis=plan.legal_basis,
             reason=reason,
+            user=user,
+            authority=preview.sender_authority,
             doc_type=plan.doc_type,
             counterparty_authority=plan.recipient.authority,
             consent_id=plan.consent.consent_id if plan.consent else None,

@@ -4,9 +4,9 @@ puente audit checkpoint [--new] [--size N] [--json]
 puente audit proof inclusion --index I [--size N]     (JSON, RFC 9162 form)
 puente audit proof consistency --old M [--new N]
 puente audit entries [--start S] [--limit L] [--csv]
-puente audit query [--case-id ID] [--counterparty XX] [--purpose P]
+puente audit query [--case-ref REF] [--counterparty XX] [--purpose P]
                    [--legal-basis B] [--event E] [--since T] [--until T] [--csv]
-puente audit subject-report --case-id ID [--out FILE]
+puente audit subject-report --case-ref REF [--out FILE]
 puente audit export --out DIR
 puente audit verify                  (self-check, then the independent verifier)
 puente audit witness                 (one witness round now)
@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from node.commands import _util
-from node.core.clock import parse_rfc3339
 from node.core.logs import configure_logging
 from node.storage.context import NodeContext
 from node.storage.migrate import upgrade_to_head
@@ -39,11 +38,7 @@ def _emit(value: Any) -> None:
     print(json.dumps(value, indent=2, ensure_ascii=False))
 
 
-def _time(text: str) -> Any:
-    try:
-        return parse_rfc3339(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError("an RFC 3339 time, e.g. 2026-11-23T00:00:00Z") from exc
+_TIME_HELP = "a date (2026-11-23: a whole day in the node's time zone) or an RFC 3339 time"
 
 
 def register(sub: Any) -> None:
@@ -80,19 +75,30 @@ def register(sub: Any) -> None:
     ent.add_argument("--csv", action="store_true")
 
     query = command("query", "entries by case, counterparty, purpose, legal basis, time", query_cmd)
-    query.add_argument("--case-id", help="the case id; it is pseudonymised before the search")
-    query.add_argument("--counterparty", help="a node id, e.g. GT")
-    query.add_argument("--purpose")
-    query.add_argument("--legal-basis")
-    query.add_argument("--event")
-    query.add_argument("--since", type=_time)
-    query.add_argument("--until", type=_time)
+    query.add_argument(
+        "--case-ref",
+        "--case-id",
+        dest="case_ref",
+        help="the case reference on the file, e.g. GT-2026-000123 (pseudonymised before the search)",
+    )
+    query.add_argument("--counterparty", help="a member's node id, e.g. GT")
+    query.add_argument("--purpose", help="a purpose some policy allows, e.g. protection_referral")
+    query.add_argument("--legal-basis", help="consent or vital_interest")
+    query.add_argument("--event", help="an event name, e.g. disclosure.delivered")
+    query.add_argument("--since", help=f"from: {_TIME_HELP}")
+    query.add_argument("--until", help=f"before: {_TIME_HELP} (a date: to the end of that day)")
     query.add_argument("--start", type=int, default=0)
     query.add_argument("--limit", type=int, default=100)
     query.add_argument("--csv", action="store_true")
 
-    report = command("subject-report", "every disclosure about one case, with proofs", report_cmd)
-    report.add_argument("--case-id", required=True)
+    report = command("subject-report", "every entry about one case, with proofs", report_cmd)
+    report.add_argument(
+        "--case-ref",
+        "--case-id",
+        dest="case_ref",
+        required=True,
+        help="the case reference on the file, e.g. GT-2026-000123 (or this node's case id)",
+    )
     report.add_argument("--out", type=Path, help="write the JSON report here")
 
     export = command("export", "entries.jsonl, checkpoint and vkey for auditors", export_cmd)
@@ -155,17 +161,18 @@ def entries_cmd(args: argparse.Namespace) -> int:
 
 
 def query_cmd(args: argparse.Namespace) -> int:
-    from node.auditlog.queries import EntryQuery, case_ref_for, query_entries
+    from node.auditlog.queries import EntryQuery, case_ref_for, query_entries, time_bound
 
     async def work(ctx: NodeContext) -> list[Any]:
+        since, until = args.since, args.until
         query = EntryQuery(
-            case_ref=case_ref_for(ctx, args.case_id) if args.case_id else None,
+            case_ref=case_ref_for(ctx, args.case_ref) if args.case_ref else None,
             counterparty=args.counterparty,
             purpose=args.purpose,
             legal_basis=args.legal_basis,
             event=args.event,
-            since=args.since,
-            until=args.until,
+            since=time_bound(ctx, since, name="--since") if since else None,
+            until=time_bound(ctx, until, name="--until", end=True) if until else None,
             start=args.start,
             limit=args.limit,
         )
@@ -178,7 +185,7 @@ def query_cmd(args: argparse.Namespace) -> int:
 def report_cmd(args: argparse.Namespace) -> int:
     from node.auditlog.queries import subject_report
 
-    report = with_node(args.dir, lambda ctx: subject_report(ctx, args.case_id))
+    report = with_node(args.dir, lambda ctx: subject_report(ctx, args.case_ref))
     if args.out:
         args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", "utf-8")
         print(

@@ -446,8 +446,10 @@ def disclose_preview(args: argparse.Namespace) -> int:
 def disclose_send(args: argparse.Namespace) -> int:
     from node.casework.disclose import disclose
 
+    import getpass
+
     async def work(ctx: NodeContext) -> Any:
-        return await disclose(ctx, **_disclosure_args(args))
+        return await disclose(ctx, **_disclosure_args(args), user=f"cli:{getpass.getuser()}")
 
     sent = _run(args.dir, work)
     if args.json:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,12 @@ class NodeConfig:
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
+    # IANA time zone of the node's people: a date typed without a time is a day here.
+    time_zone: str = "UTC"
+
+    @property
+    def zone(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.time_zone)
 
     @property
     def keys_dir(self) -> Path:
@@ -146,7 +153,7 @@ class NodeConfig:
 
     def to_toml(self) -> dict[str, Any]:
         return {
-            "node": {"id": self.node_id, "name": self.name},
+            "node": {"id": self.node_id, "name": self.name, "time_zone": self.time_zone},
             "server": {"host": self.host, "port": self.port, "public_url": self.public_url},
             "database": {"url": self.database_url},
             "keys": {
@@ -218,7 +225,13 @@ def load_config(data_dir: Path) -> NodeConfig:
             delivery=delivery,
             api=api,
             federation=federation,
+            time_zone=str(node.get("time_zone", "UTC")),
         )
+        config.zone  # noqa: B018 - refuse an unknown zone now, not at the first query
+    except zoneinfo.ZoneInfoNotFoundError as exc:
+        raise ConfigError(
+            "bad_config", f"{path}: [node] time_zone is not an IANA time zone, e.g. America/Guatemala"
+        ) from exc
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError("bad_config", f"{path}: missing or invalid {exc}") from exc
     for authority in authorities:

@@ -10,7 +10,7 @@ import datetime as dt
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,6 +23,19 @@ from node.storage.context import NodeContext
 from node.storage.models import Disclosure
 from node.wire.envelope import Message, Party, seal
 from node.wire.fields import field_paths
+
+
+# Members of a disclosure's queued entry that every later entry about it repeats
+# (Disclosure.audit_context), so each row of the trail says who sent what to whom.
+CONTEXT_MEMBERS: Final = (
+    "case_ref",
+    "purpose",
+    "legal_basis",
+    "user",
+    "authority",
+    "counterparty_authority",
+    "doc_type",
+)
 
 
 class DisclosureRefused(PuenteError):
@@ -150,19 +163,23 @@ def prepare_disclosure(
         attempts=0,
         next_attempt_at=now,
     )
+    details = {
+        "authority": row.sender_authority,
+        "counterparty_authority": row.recipient_authority,
+        "doc_type": row.doc_type,
+        **(audit_details or {}),
+    }
+    row.audit_context = {k: details[k] for k in CONTEXT_MEMBERS if details.get(k) is not None}
     queued = audit.event(
         "disclosure.queued",
         now,
         message_id=row.message_id,
         counterparty=row.recipient_node,
-        authority=row.sender_authority,
-        counterparty_authority=row.recipient_authority,
-        doc_type=row.doc_type,
         schema=row.schema_id,
         fields=row.fields,
         envelope_sha256=row.envelope_sha256,
         directory_version=ctx.directory.version,
-        **(audit_details or {}),
+        **details,
     )
     return QueuedDisclosure(row, queued)
 

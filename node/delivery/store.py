@@ -200,6 +200,7 @@ def _delivered(row: Disclosure, outcome: Outcome, now: dt.datetime) -> audit.Aud
         now,
         message_id=row.message_id,
         counterparty=row.recipient_node,
+        **(row.audit_context or {}),
         envelope_sha256=row.envelope_sha256,
         receipt_sha256=sha256_hex(outcome.receipt.encode("ascii")),
     )
@@ -214,6 +215,7 @@ def _refused(row: Disclosure, reason: str, now: dt.datetime) -> audit.AuditEvent
         now,
         message_id=row.message_id,
         counterparty=row.recipient_node,
+        **(row.audit_context or {}),
         reason=row.refusal_reason,
     )
 
@@ -225,6 +227,7 @@ def _expired(row: Disclosure, now: dt.datetime) -> audit.AuditEvent:
         now,
         message_id=row.message_id,
         counterparty=row.recipient_node,
+        **(row.audit_context or {}),
         attempts=row.attempts,
         last_error=row.last_error,
     )

@@ -163,6 +163,7 @@ async def tell_consent_story(
             purpose="protection_referral",
             recipient_node=node,
             recipient_authority=authority,
+            user="consular-officer-12",
         )
         _print_preview(result.preview, out)
         sent.append(result.message_id)

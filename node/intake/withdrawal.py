@@ -33,7 +33,7 @@ from node.storage.consent_models import (
     WithdrawalNotice,
 )
 from node.storage.context import NodeContext
-from node.storage.models import ReceivedMessage
+from node.storage.models import Disclosure, ReceivedMessage
 from node.wire.envelope import Message
 
 # An erasure receipt must reach an origin that may itself be offline for a while.
@@ -121,6 +121,7 @@ async def apply_withdrawal(
         body=receipt,
         ttl=RECEIPT_TTL,
         audit_details={
+            "case_ref": audit_case_ref(ctx, body["case_ref"]),
             "consent_id": consent_id,
             "withdrawal_message_id": message.message_id,
             "erased": [e["message_id"] for e in erased],
@@ -221,7 +222,13 @@ async def record_erasure_receipt(
         )
     erased_ids = [e["message_id"] for e in body["erased"]]
     missing = sorted(set(withdrawal.messages) - set(erased_ids) - set(body["not_held"]))
+    # The withdrawal this answers names the case and both authorities: so does its receipt's entry.
+    sent = await session.get(Disclosure, withdrawal.message_id)
+    context = dict(sent.audit_context or {}) if sent is not None else {}
+    context.pop("user", None)  # the receipt is the recipient's act, not our user's
+    context.pop("doc_type", None)
     return {
+        **context,
         "consent_id": withdrawal.consent_id,
         "withdrawal_message_id": withdrawal.message_id,
         "erased": erased_ids,

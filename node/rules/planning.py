@@ -25,6 +25,8 @@ from node.rules.safeguards import SafeguardRefused, check_all
 from node.wire.fields import field_paths
 
 MIN_JUSTIFICATION_CHARS = 40
+# What a disclosure can rest on: her consent, or a life in danger (schemas/disclosure_terms).
+LEGAL_BASES = ("consent", "vital_interest")
 SHARE_BACK = "case_continuity"  # see plan_share_back
 
 

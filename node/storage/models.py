@@ -71,6 +71,9 @@ class Disclosure(Base):
     refusal_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
     delivered_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     receipt: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # What every later audit entry about this disclosure repeats (case pseudonym,
+    # purpose, legal basis, user, authorities, document type); None before 0008.
+    audit_context: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     __table_args__ = (
         SqlIndex("ix_disclosures_pending", "state", "recipient_node", "next_attempt_at"),
