@@ -31,7 +31,7 @@ from tests.support.cases import CASE_SPECS, CONSULATE, MovableClock, new_case
 from tests.support.nodes import DatabaseFactory, live_federation
 
 CASE_REF = "GT-CONS-2026-000777"
-FORMULA_USER = "=HYPERLINK(\"http://example.invalid\")"
+FORMULA_USER = '=HYPERLINK("http://example.invalid")'
 
 
 async def _send(ctx: Any, node: str, authority: str, user: str) -> str:
@@ -117,7 +117,7 @@ async def test_csv_and_case_report_answer_who_what_to_whom(
         views = [e["entry"] for e in theirs["entries"] if e["entry"]["event"] == "summary.viewed"]
         assert {v["user"] for v in views} == {"comar-officer-3"} and len(views) == 2
         # The node's own case id finds the same report; a reference nobody used is an error.
-        case_id = (await _case_id(gt.ctx))
+        case_id = await _case_id(gt.ctx)
         assert (await queries.subject_report(gt.ctx, case_id))["events"] == report["events"]
         with pytest.raises(UnknownCase):
             await queries.subject_report(gt.ctx, "GT-CONS-2026-999999")

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from node.commands import (
     audit_cmds,
+    backup_cmds,
     case_cmds,
     demo_cmd,
     evidence_cmds,
@@ -30,6 +31,7 @@ COMMAND_GROUPS = (
     keys_cmds,
     evidence_cmds,
     audit_cmds,
+    backup_cmds,
     users_cmds,
     case_cmds,
     demo_cmd,

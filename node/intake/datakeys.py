@@ -35,6 +35,14 @@ DataKey = tuple[str, bytes]  # (key id, 256-bit key)
 _KEY_ID = re.compile(r"^[0-9a-f-]{36}$")
 
 
+def is_data_key_file(path: Path) -> bool:
+    """Whether a file is a data key as a :class:`DataKeyStore` names it (``<key id>.key``).
+
+    Backups single them out by this name, wherever under ``keys/`` a store keeps them.
+    """
+    return path.suffix == ".key" and bool(_KEY_ID.fullmatch(path.stem))
+
+
 class DataKeyError(PuenteError):
     """A data key is missing (destroyed) or the ciphertext does not open with it."""
 
