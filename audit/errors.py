@@ -19,3 +19,15 @@ class VerificationError(Exception):
     def __reduce__(self) -> tuple[type[VerificationError], tuple[str, str]]:
         # Raised in a replay worker process, it crosses back to the verifier pickled.
         return (VerificationError, (self.reason, self.detail))
+
+
+class InputError(Exception):
+    """What the auditor gave cannot be checked at all: a missing folder, a malformed key.
+
+    Not a verdict on the log (exit code 2, not 1): the log may be fine.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}")

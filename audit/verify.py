@@ -16,12 +16,14 @@ stored leaf hashes are trusted only if they themselves hash to the signed root.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from audit.errors import VerificationError
+from audit.directory import AuditKeys
+from audit.errors import InputError, VerificationError
 from audit.merkle import TreeBuilder, leaf_hash, root_of_leaf_hashes
 from audit.note import (
     Cosignature,
@@ -64,10 +66,24 @@ class Report:
     checkpoints_checked: int = 0
     problems: list[Problem] = field(default_factory=list)
     workers: int = 1  # processes that hashed the entries
+    witnesses_required: int = 0  # cosignatures the witness policy asks for
+    witnesses_missing: list[str] = field(default_factory=list)  # who did not cosign
+    keys_from: str = "export"  # where the keys came from: the export, the auditor, a directory
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    @property
+    def warnings(self) -> list[str]:
+        """What is not wrong with the log but an auditor must know."""
+        found = len(self.cosignatures)
+        if found >= self.witnesses_required:
+            return []
+        return [
+            f"witnessed by {found} of the {self.witnesses_required} the witness policy "
+            f"requires; not cosigned by: {', '.join(self.witnesses_missing)}"
+        ]
 
     def verdict(self) -> str:
         """A few lines a person can read."""
@@ -83,7 +99,11 @@ class Report:
                 lines.append(f"  {self.checkpoints_checked} earlier checkpoints also match.")
         else:
             name = self.origin or "the export"
-            lines = [f"FAILED: {name}: the log is not the one that was signed."]
+            if {p.reason for p in self.problems} == {"witnesses_missing"}:
+                headline = "the log matches its checkpoint, but too few witnesses cosigned it."
+            else:
+                headline = "the log is not the one that was signed."
+            lines = [f"FAILED: {name}: {headline}"]
             for problem in self.problems[:MAX_LISTED]:
                 where = ""
                 if problem.entry is not None:
@@ -92,7 +112,14 @@ class Report:
             if len(self.problems) > MAX_LISTED:
                 lines.append(f"  … and {len(self.problems) - MAX_LISTED} more.")
         for cosig in self.cosignatures:
-            lines.append(f"  witnessed by {cosig.cosigner} at POSIX time {cosig.timestamp}")
+            lines.append(f"  witnessed by {cosig.cosigner} on {_date(cosig.timestamp)}")
+        if self.ok:
+            lines.extend(f"  WARNING: {warning}" for warning in self.warnings)
+        if self.keys_from == "export":
+            lines.append(
+                "  note: the keys came from the export itself; check them against the signed "
+                "federation directory (--directory and --trust-root)"
+            )
         return "\n".join(lines)
 
     def as_json(self) -> dict[str, object]:
@@ -105,12 +132,26 @@ class Report:
             "checkpoints_checked": self.checkpoints_checked,
             "workers": self.workers,
             "cosignatures": [
-                {"cosigner": c.cosigner, "timestamp": c.timestamp} for c in self.cosignatures
+                {"cosigner": c.cosigner, "timestamp": c.timestamp, "time": _date(c.timestamp)}
+                for c in self.cosignatures
             ],
+            "witnesses_required": self.witnesses_required,
+            "witnesses_missing": self.witnesses_missing,
+            "warnings": self.warnings,
+            "keys_from": self.keys_from,
             "problems": [
                 {"reason": p.reason, "detail": p.detail, "entry": p.entry} for p in self.problems
             ],
         }
+
+
+def _date(timestamp: int) -> str:
+    """A cosignature's time as a person reads it: UTC date and time."""
+    try:
+        moment = dt.datetime.fromtimestamp(timestamp, dt.UTC)
+    except (OverflowError, OSError, ValueError):
+        return f"POSIX time {timestamp}"
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _entry_lines(path: Path) -> Iterator[bytes]:
@@ -125,11 +166,43 @@ def _entry_lines(path: Path) -> Iterator[bytes]:
             yield rest
 
 
+def _parse_keys(lines: Sequence[str], source: str) -> list[VerifierKey]:
+    keys = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            keys.append(VerifierKey.parse(line))
+        except VerificationError as exc:
+            raise InputError(
+                "bad_verifier_key", f"{source}, line {number}: not a verifier key ({exc.detail})"
+            ) from exc
+    return keys
+
+
 def _read_keys(path: Path) -> list[VerifierKey]:
     if not path.exists():
         return []
-    lines = path.read_text("utf-8").splitlines()
-    return [VerifierKey.parse(line) for line in lines if line.strip()]
+    return _parse_keys(path.read_text("utf-8").splitlines(), str(path))
+
+
+def _require(directory: Path, name: str) -> Path:
+    path = directory / name
+    if not path.is_file():
+        raise InputError(
+            "not_an_export",
+            f"{directory} has no {name}: give the folder `puente audit export --out DIR` wrote",
+        )
+    return path
+
+
+def _origin_of(checkpoint: bytes) -> str:
+    try:
+        return parse_checkpoint(parse_note(checkpoint).text).origin
+    except VerificationError as exc:
+        raise InputError(
+            "bad_checkpoint", f"the checkpoint file is unreadable: {exc.detail}"
+        ) from exc
 
 
 def _earlier_checkpoints(directory: Path, log_key: VerifierKey) -> dict[int, bytes]:
@@ -154,23 +227,65 @@ def verify_export(
     witness_keys: list[str] | None = None,
     jobs: int = 1,
     split: Split = DEFAULT_SPLIT,
+    keys: AuditKeys | None = None,
+    require_witnesses: bool = False,
 ) -> Report:
     """Check an export. ``vkey`` / ``witness_keys`` override the files in the export.
 
-    An auditor should pass the keys published in the federation directory
-    rather than trust the copies inside the export. With ``jobs`` > 1, up to
-    that many worker processes replay the entries, as ``split`` divides the
+    An auditor should take the keys from the signed federation directory
+    (``keys``, from audit.directory.verify_directory), which also gives the
+    witness policy; ``vkey`` and ``witness_keys`` are keys the auditor holds.
+    Without either, the export's own files are used and every witness they
+    list is expected. Fewer cosignatures than the policy asks for is a
+    warning, or a problem with ``require_witnesses``. With ``jobs`` > 1, up
+    to that many worker processes replay the entries, as ``split`` divides the
     file among them (audit/replay.py); the verdict is the same.
+
+    :class:`InputError` when the folder or a key cannot be used at all.
     """
+    if not directory.is_dir():
+        raise InputError(
+            "not_an_export", f"{directory} is not a folder: give the folder of an audit export"
+        )
+    checkpoint_bytes = _require(directory, CHECKPOINT).read_bytes()
+    _require(directory, ENTRIES)
     report = Report()
-    try:
-        log_key = VerifierKey.parse(vkey or (directory / VKEY).read_text("utf-8"))
+    origin = _origin_of(checkpoint_bytes)
+    witness_names: dict[str, str] = {}  # key name -> how the report names the witness
+    if keys is not None:
+        member = keys.member_for(origin)
+        if member is None:
+            report.problems.append(
+                Problem("unknown_log", f"no member of the directory publishes the log {origin}")
+            )
+            return report
+        log_key = member.verifier_key
+        expected = keys.witnesses_for(origin)
+        witnesses = [m.witness_key for m in expected if m.witness_key is not None]
+        witness_names = {
+            m.witness_key.name: f"{m.node} ({m.witness_key.name})"
+            for m in expected
+            if m.witness_key is not None
+        }
+        report.witnesses_required = keys.required_for(origin)
+        report.keys_from = f"directory {keys.federation} v{keys.version}"
+    else:
+        source = "--vkey" if vkey else str(directory / VKEY)
+        text = vkey if vkey is not None else _require(directory, VKEY).read_text("utf-8")
+        found = _parse_keys(text.splitlines(), source)
+        if len(found) != 1:
+            raise InputError("bad_verifier_key", f"{source} holds {len(found)} keys, not one")
+        log_key = found[0]
         witnesses = (
-            [VerifierKey.parse(k) for k in witness_keys]
+            _parse_keys(witness_keys, "--witnesses")
             if witness_keys is not None
             else _read_keys(directory / WITNESSES)
         )
-        signed = open_checkpoint((directory / CHECKPOINT).read_bytes(), log_key, witnesses)
+        witness_names = {w.name: w.name for w in witnesses}
+        report.witnesses_required = len(witnesses)
+        report.keys_from = "auditor" if vkey is not None else "export"
+    try:
+        signed = open_checkpoint(checkpoint_bytes, log_key, witnesses)
         earlier = _earlier_checkpoints(directory, log_key)
     except VerificationError as exc:
         report.problems.append(Problem(exc.reason, exc.detail))
@@ -181,6 +296,12 @@ def verify_export(
     checkpoint = signed.checkpoint
     report.origin, report.size, report.root = checkpoint.origin, checkpoint.size, checkpoint.root
     report.cosignatures = list(signed.cosignatures)
+    cosigned = {c.cosigner for c in signed.cosignatures}
+    report.witnesses_missing = [
+        label for name, label in witness_names.items() if name not in cosigned
+    ]
+    if require_witnesses and len(cosigned) < report.witnesses_required:
+        report.problems.append(Problem("witnesses_missing", report.warnings[0]))
     _replay(directory, signed, earlier, report, jobs=jobs, split=split)
     return report
 

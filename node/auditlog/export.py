@@ -3,7 +3,8 @@
 Writes the files ``audit/verify.py`` reads (see its docstring and
 docs/audit-log.md): ``entries.jsonl`` (every entry exactly as hashed, in log
 order), ``checkpoint`` (the latest signed note with its cosignatures),
-``vkey``, ``witnesses``, ``leaf-hashes`` and ``checkpoints/<size>``.
+``vkey``, ``witnesses``, ``directory.json`` (the signed federation directory),
+``leaf-hashes`` and ``checkpoints/<size>``.
 Entries are streamed in batches, so a log of millions exports in constant memory.
 """
 
@@ -73,4 +74,6 @@ async def export_log(ctx: NodeContext, out: Path) -> ExportSummary:
     (out / "vkey").write_text(identity.verifier_key + "\n", "utf-8")
     keys = [str(m.audit_log["witness_key"]) for m in witnesses(ctx) if m.audit_log]
     (out / "witnesses").write_text("".join(k + "\n" for k in keys), "utf-8")
+    # The signed directory: with the federation's trust root, auditors take the keys from it.
+    (out / "directory.json").write_bytes(ctx.config.directory_path.read_bytes())
     return ExportSummary(entries=total, tree_size=checkpoint.tree_size, directory=out)

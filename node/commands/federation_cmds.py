@@ -2,7 +2,7 @@
 
 The workflow (docs/directory.md, "Operator workflow"): one operator edits a
 *draft* (the plain directory document: ``create``, ``add-node``,
-``remove-node``, ``add-authority``, ``set-endpoint``, ``add-tls``,
+``remove-node``, ``add-authority``, ``set-endpoint``, ``witness-policy``, ``add-tls``,
 ``remove-key``, ``set-validity``, ``revoke-key``, ``set-operators``,
 ``bump``); each operator checks it (``diff``) and signs it on their own
 machine (``sign``: one signature file each); anyone merges the signatures
@@ -111,6 +111,16 @@ def register(sub: Any) -> None:
     endpoint.add_argument("--node", required=True)
     endpoint.add_argument("--url", required=True)
     endpoint.set_defaults(handler=set_endpoint_cmd)
+    witnesses = _draft_parser(
+        fed_sub, "witness-policy", "how many members must cosign each member's audit log"
+    )
+    witnesses.add_argument(
+        "--quorum",
+        type=int,
+        required=True,
+        help="cosignatures from other members an auditor requires (0 to the member count - 1)",
+    )
+    witnesses.set_defaults(handler=witness_policy_cmd)
 
     add_tls = _draft_parser(fed_sub, "add-tls", "pin another TLS certificate for a node")
     add_tls.add_argument("--node", required=True)
@@ -286,6 +296,14 @@ def set_endpoint_cmd(args: argparse.Namespace) -> int:
         args,
         lambda doc: directory_edit.set_endpoint(doc, args.node, args.url),
         f"endpoint of {args.node} set",
+    )
+
+
+def witness_policy_cmd(args: argparse.Namespace) -> int:
+    return _edit(
+        args,
+        lambda doc: directory_edit.set_witness_quorum(doc, args.quorum),
+        f"witness quorum set to {args.quorum}",
     )
 
 

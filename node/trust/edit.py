@@ -113,6 +113,13 @@ def set_endpoint(document: Mapping[str, Any], node_id: str, url: str) -> dict[st
     return checked(doc)
 
 
+def set_witness_quorum(document: Mapping[str, Any], quorum: int) -> dict[str, Any]:
+    """The witness policy: how many other members must cosign each member's checkpoints."""
+    doc = copy.deepcopy(dict(document))
+    doc["witness_policy"] = {"quorum": quorum}
+    return checked(doc)
+
+
 def add_tls(
     document: Mapping[str, Any],
     node_id: str,
@@ -211,7 +218,7 @@ def bump(
 def diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """What changed from ``old`` to ``new``, one human-readable line per change."""
     lines: list[str] = []
-    for name in ("federation", "version", "issued_at", "expires_at"):
+    for name in ("federation", "version", "issued_at", "expires_at", "witness_policy"):
         if old.get(name) != new.get(name):
             lines.append(f"{name}: {old.get(name)} -> {new.get(name)}")
     lines.extend(_diff_operators(old.get("operators"), new.get("operators")))
