@@ -101,7 +101,7 @@ async def test_verifier_speaks_to_auditors(
     # Input errors: exit 2 and a reason, never "the log is not the one that was signed".
     (tmp_path / "bad.vkey").write_text("not a key\n")
     (tmp_path / "empty").mkdir()
-    for argv, reason in (
+    bad_input: list[tuple[list[str | Path], str]] = [
         (["verify", tmp_path / "missing"], "not_an_export"),
         (["verify", tmp_path / "empty"], "not_an_export"),
         (["verify", export, "--vkey", tmp_path / "bad.vkey"], "bad_verifier_key"),
@@ -109,7 +109,8 @@ async def test_verifier_speaks_to_auditors(
         (["verify", export, "--directory", directory], "missing_option"),
         (["inclusion", tmp_path / "p.json", "--vkey", tmp_path / "bad.vkey"], "bad_verifier_key"),
         (["keys", "--directory", trust_root, "--trust-root", trust_root], "bad_directory"),
-    ):
+    ]
+    for argv, reason in bad_input:
         answer = audit_cli(*argv)
         assert answer.returncode == 2, (argv, answer.stdout, answer.stderr)
         assert answer.stderr.startswith(f"puente-audit: {reason}:"), answer.stderr

@@ -153,9 +153,11 @@ async def test_round_trip_while_serving_keeps_erasure(
 
 def _tar_with(archive_plain: bytes, name: str, content: bytes) -> bytes:
     """The same tar with one member's content replaced (manifest untouched)."""
-    source = tarfile.open(fileobj=io.BytesIO(archive_plain))
     out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    with (
+        tarfile.open(fileobj=io.BytesIO(archive_plain)) as source,
+        tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
         for member in source:
             data = source.extractfile(member)
             body = data.read() if data else b""

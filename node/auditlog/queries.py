@@ -81,6 +81,7 @@ _CSV_SOURCE = {"policy_digest": "policy_sha256"}
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _ESCAPE = "'"
 
+
 class AuditQueryError(PuenteError):
     """A question the log cannot answer as asked (no such entry, size, checkpoint)."""
 
@@ -248,7 +249,7 @@ async def known_counterparties(ctx: NodeContext, session: AsyncSession) -> set[s
 
 
 def time_bound(ctx: NodeContext, text: str, *, name: str, end: bool = False) -> dt.datetime:
-    """A ``since``/``until`` a person typed: RFC 3339, or a date as a whole day in the node's zone."""
+    """A since/until a person typed: RFC 3339, or a date as a whole day in the node's zone."""
     try:
         return parse_bound(text, ctx.config.zone, end=end)
     except ValueError as exc:
@@ -359,7 +360,9 @@ async def subject_report(ctx: NodeContext, case: str) -> dict[str, Any]:
         "checkpoint": note,
         "entries": proofs,
         "events": dict(Counter(str(e["event"]) for e in found)),
-        "disclosures": len({e.get("message_id") for e in found if e["event"] == "disclosure.queued"}),
+        "disclosures": len(
+            {e.get("message_id") for e in found if e["event"] == "disclosure.queued"}
+        ),
         "counterparties": sorted(
             {str(e["counterparty"]) for e in disclosures if "counterparty" in e}
         ),

@@ -326,9 +326,7 @@ def _unchanged(row: ConsentRow | None, planned: ConsentRecord) -> bool:
     return current is not None and current.history == planned.history
 
 
-async def _audit_refusal(
-    ctx: NodeContext, preview: Preview, reason: str, user: str | None
-) -> None:
+async def _audit_refusal(ctx: NodeContext, preview: Preview, reason: str, user: str | None) -> None:
     plan = preview.plan
     async with ctx.sessions.begin() as session:
         await audit.append(

@@ -79,7 +79,7 @@ def register(sub: Any) -> None:
         "--case-ref",
         "--case-id",
         dest="case_ref",
-        help="the case reference on the file, e.g. GT-2026-000123 (pseudonymised before the search)",
+        help="the case reference on the file, e.g. GT-2026-000123 (pseudonymised first)",
     )
     query.add_argument("--counterparty", help="a member's node id, e.g. GT")
     query.add_argument("--purpose", help="a purpose some policy allows, e.g. protection_referral")

@@ -156,7 +156,8 @@ def _data_files(
     data_dir: Path, database: Path | None, include_keys: bool
 ) -> tuple[list[tuple[str, Path]], list[tuple[str, Path]]]:
     """(files, data keys) of the data directory to archive, by archive name."""
-    files, data_keys = [], []
+    files: list[tuple[str, Path]] = []
+    data_keys: list[tuple[str, Path]] = []
     for path in sorted(p for p in data_dir.rglob("*") if p.is_file()):
         if _skipped(data_dir, path, database, include_keys):
             continue

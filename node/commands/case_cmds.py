@@ -444,9 +444,9 @@ def disclose_preview(args: argparse.Namespace) -> int:
 
 
 def disclose_send(args: argparse.Namespace) -> int:
-    from node.casework.disclose import disclose
-
     import getpass
+
+    from node.casework.disclose import disclose
 
     async def work(ctx: NodeContext) -> Any:
         return await disclose(ctx, **_disclosure_args(args), user=f"cli:{getpass.getuser()}")

@@ -230,7 +230,8 @@ def load_config(data_dir: Path) -> NodeConfig:
         config.zone  # noqa: B018 - refuse an unknown zone now, not at the first query
     except zoneinfo.ZoneInfoNotFoundError as exc:
         raise ConfigError(
-            "bad_config", f"{path}: [node] time_zone is not an IANA time zone, e.g. America/Guatemala"
+            "bad_config",
+            f"{path}: [node] time_zone is not an IANA time zone, e.g. America/Guatemala",
         ) from exc
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError("bad_config", f"{path}: missing or invalid {exc}") from exc

@@ -24,7 +24,6 @@ from node.storage.models import Disclosure
 from node.wire.envelope import Message, Party, seal
 from node.wire.fields import field_paths
 
-
 # Members of a disclosure's queued entry that every later entry about it repeats
 # (Disclosure.audit_context), so each row of the trail says who sent what to whom.
 CONTEXT_MEMBERS: Final = (
