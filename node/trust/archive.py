@@ -30,6 +30,7 @@ import json
 import os
 import tarfile
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -146,7 +147,7 @@ def write_archive(
         with tarfile.open(plain, "w", format=tarfile.PAX_FORMAT) as tar:
             data = token.encode("ascii")
             info = tarfile.TarInfo(MANIFEST)
-            info.size, info.mode = len(data), 0o600
+            info.size, info.mode, info.mtime = len(data), 0o600, int(time.time())
             tar.addfile(info, io.BytesIO(data))
             for name, path in members:
                 info = tar.gettarinfo(str(path), arcname=name)
