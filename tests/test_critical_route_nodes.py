@@ -21,7 +21,7 @@ from sqlalchemy import select
 from node.casework.cases import create_case
 from node.casework.consents import record_consent
 from node.casework.disclose import preview_disclosure
-from node.casework.route import record_step
+from node.casework.route import record_step, route_view
 from node.core.config import AuthorityConfig
 from node.delivery.outbox import queue_disclosure
 from node.demo.local_federation import NodeSpec
@@ -352,3 +352,36 @@ async def test_the_demo_route_story_on_three_nodes(
             "protection_handoff",
             "return_notice",
         }
+
+
+async def test_the_route_view_takes_its_handoffs_from_the_outbox_only(
+    tmp_path: Path, database_factory: DatabaseFactory
+) -> None:
+    """A case recorded with handoffs of its own (an import, a mistake) is not handed off by it."""
+    async with live_federation(tmp_path, database_factory, (MX, GT)) as nodes:
+        mx = nodes["MX"]
+        now = mx.ctx.now()
+        document = route_case(case_ref=CASE_REF, node="MX", authority=COMAR, asked_at=now)
+        stamp = {"node": "MX", "authority": COMAR}
+        when = now.isoformat().replace("+00:00", "Z")
+        document["critical_route"] = {
+            "country_of_origin": "GT",
+            "identification": {**identification_step(), "identified_at": when, **stamp},
+            "risk_assessment": {**risk_assessment_step(), "assessed_at": when, **stamp},
+            "durable_solution": {**durable_solution_step(), "chosen_at": when, **stamp},
+            "handoffs": [
+                {
+                    "doc_type": "protection_handoff",
+                    "country": "GT",
+                    "authority": PROTECTION,
+                    "message_id": "00000000-0000-4000-8000-000000000001",
+                    "sent_at": when,
+                    "receipt_at": when,
+                }
+            ],
+        }
+        created = await create_case(mx.ctx, authority=COMAR, document=document)
+        view = await route_view(mx.ctx, created.case_id)
+        assert view.status.stage == "solution_chosen"
+        assert "handoffs" not in view.route
+        assert view.status.missing == ("primary_assistance", "handoff")

@@ -113,6 +113,8 @@ async def route_view(ctx: NodeContext, key: str) -> RouteView:
 
 async def _view(ctx: NodeContext, case: Case) -> RouteView:
     route = dict(route_of(case.document))
+    # The outbox says what was handed off, and when its receipt came; never the case itself.
+    route.pop("handoffs", None)
     solution = route.get("durable_solution")
     if solution is not None:
         handoffs = await _handoffs(ctx, case.case_id, str(solution["country"]))
