@@ -20,7 +20,7 @@ import rfc8785
 from node.core.errors import EnvelopeError
 from node.core.schemas import CASE_HANDOFF
 from node.demo.synthetic_cases import consent_draft, interviewed_case
-from node.intake.terms import check_terms
+from node.intake.terms import CASE_SUMMARIES, check_terms
 from node.rules.consent import RecipientRef, new_consent
 from node.rules.planning import plan_disclosure
 from node.rules.policy import (
@@ -68,14 +68,7 @@ def test_field_patterns_allow_a_field_and_what_is_beneath_it(
 
 def test_shipped_policies_parse_and_their_digest_is_sha256_of_rfc8785() -> None:
     policies = load_policy_set(POLICY_ROOT)
-    for doc_type in (
-        "return_notice",
-        "case_handoff",
-        "identification_record",
-        "risk_assessment_summary",
-        "protection_handoff",
-        "resettlement_referral",
-    ):
+    for doc_type in sorted(CASE_SUMMARIES):
         document = shipped(f"{doc_type}.json")
         policy = policies.current(doc_type)
         assert policy is not None

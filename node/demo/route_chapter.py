@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from typing import TextIO
+from typing import Any, TextIO
 
 from node.casework.cases import create_case
 from node.casework.consents import record_consent
@@ -43,6 +43,17 @@ CONSULATE = "gt-consulado-tapachula"
 PROTECTION_OFFICER = "protection.gt"  # node.demo.users
 
 
+def _to_gt(doc_type: str, purpose: str, authority: str) -> dict[str, Any]:
+    """What COMAR sends to one Guatemalan authority (for disclose and preview_disclosure)."""
+    return {
+        "doc_type": doc_type,
+        "purpose": purpose,
+        "recipient_node": "GT",
+        "recipient_authority": authority,
+        "sender_authority": COMAR,
+    }
+
+
 def _stage(view: RouteView, out: TextIO) -> None:
     missing = ", ".join(view.status.missing) or "nothing"
     print(f"    stage: {view.status.stage}; still missing: {missing}", file=out)
@@ -51,13 +62,7 @@ def _stage(view: RouteView, out: TextIO) -> None:
 async def _try_handoff(mx: NodeContext, case_id: str, out: TextIO) -> str | None:
     """Preview the protection handoff to GT; the refusal's reason code, or None."""
     preview = await preview_disclosure(
-        mx,
-        case=case_id,
-        doc_type="protection_handoff",
-        purpose="protection_referral",
-        recipient_node="GT",
-        recipient_authority=PROTECTION,
-        sender_authority=COMAR,
+        mx, case=case_id, **_to_gt("protection_handoff", "protection_referral", PROTECTION)
     )
     refusal = preview.plan.refusal
     said = f"refused: {refusal.reason}" if refusal else "would go"
@@ -139,13 +144,7 @@ async def tell_route_story(
     refused_consulate: str | None = None
     try:
         await disclose(
-            mx,
-            case=case.case_id,
-            doc_type="case_handoff",
-            purpose="consular_assistance",
-            recipient_node="GT",
-            recipient_authority=CONSULATE,
-            sender_authority=COMAR,
+            mx, case=case.case_id, **_to_gt("case_handoff", "consular_assistance", CONSULATE)
         )
     except DisclosureRefused as refusal:
         refused_consulate = refusal.reason
@@ -158,23 +157,11 @@ async def tell_route_story(
 
     print("  5 handoff to the institutions of her country of return", file=out)
     handoff = await disclose(
-        mx,
-        case=case.case_id,
-        doc_type="protection_handoff",
-        purpose="protection_referral",
-        recipient_node="GT",
-        recipient_authority=PROTECTION,
-        sender_authority=COMAR,
+        mx, case=case.case_id, **_to_gt("protection_handoff", "protection_referral", PROTECTION)
     )
     print_preview(handoff.preview, out)
     notice = await disclose(
-        mx,
-        case=case.case_id,
-        doc_type="return_notice",
-        purpose="reception_on_return",
-        recipient_node="GT",
-        recipient_authority=RECEPTION,
-        sender_authority=COMAR,
+        mx, case=case.case_id, **_to_gt("return_notice", "reception_on_return", RECEPTION)
     )
     location_withheld = any(
         reason == "withheld_for_safety" for reason in handoff.preview.withheld.values()
