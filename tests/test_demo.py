@@ -23,6 +23,10 @@ def test_demo_once_exits_zero_and_reports_every_receipt(tmp_path: Path) -> None:
     assert result.stdout.count("held only encrypted under its own data key: yes") == 2
     assert result.stdout.count("signed erasure receipt from MX") == 2
     assert "2/2 recipients confirmed erasure. OK" in result.stdout
+    # The critical route: identified, assessed, her choice, handed off with her location withheld.
+    assert "refused: voluntary_return_choice_missing" in result.stdout
+    assert "durable_solution.location: WITHHELD (withheld_for_safety)" in result.stdout
+    assert "critical route: OK" in result.stdout
     # Each node's signed checkpoint, cosigned by both peers, and the verifier's verdict.
     assert result.stdout.count("| \u2014 puente.int/witness/") == 6
     assert result.stdout.count("OK: puente.int/audit/") == 3

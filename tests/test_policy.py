@@ -20,7 +20,7 @@ import rfc8785
 from node.core.errors import EnvelopeError
 from node.core.schemas import CASE_HANDOFF
 from node.demo.synthetic_cases import consent_draft, interviewed_case
-from node.intake.terms import check_terms
+from node.intake.terms import CASE_SUMMARIES, check_terms
 from node.rules.consent import RecipientRef, new_consent
 from node.rules.planning import plan_disclosure
 from node.rules.policy import (
@@ -68,11 +68,8 @@ def test_field_patterns_allow_a_field_and_what_is_beneath_it(
 
 def test_shipped_policies_parse_and_their_digest_is_sha256_of_rfc8785() -> None:
     policies = load_policy_set(POLICY_ROOT)
-    for name, doc_type in (
-        ("return_notice.json", "return_notice"),
-        ("case_handoff.json", "case_handoff"),
-    ):
-        document = shipped(name)
+    for doc_type in sorted(CASE_SUMMARIES):
+        document = shipped(f"{doc_type}.json")
         policy = policies.current(doc_type)
         assert policy is not None
         assert policy.sha256 == hashlib.sha256(rfc8785.dumps(document)).hexdigest()
@@ -82,7 +79,10 @@ def test_shipped_policies_parse_and_their_digest_is_sha256_of_rfc8785() -> None:
         changed = copy.deepcopy(document)
         changed["rules"][0]["retention_days"] += 1
         assert parse_policy(changed).sha256 != policy.sha256
-    assert [a.agreement_id for a in policies.agreements] == ["bilateral.gt-mx"]
+    assert sorted(a.agreement_id for a in policies.agreements) == [
+        "bilateral.gt-mx",
+        "bilateral.gt-mx.critical-route",
+    ]
 
 
 def test_a_newer_policy_version_becomes_current_and_the_old_one_still_resolves() -> None:

@@ -13,6 +13,7 @@ from jsonschema import Draft202012Validator
 from node.core import schemas
 from node.demo.synthetic import return_notice
 from node.demo.synthetic_cases import consent_draft, interviewed_case
+from node.intake.terms import CASE_SUMMARIES
 from node.rules.consent import CATEGORIES, PURPOSES
 from node.rules.interview import INDICATOR_TOPICS, TOPICS, VULNERABILITY_TOPICS
 from node.rules.policy import POLICY_ROOT
@@ -51,9 +52,20 @@ def test_shipped_agreements_validate(path: Path) -> None:
     schemas.validate(schemas.BILATERAL_AGREEMENT, json.loads(path.read_text(encoding="utf-8")))
 
 
-def test_shipped_policies_cover_both_summaries() -> None:
+def test_shipped_policies_cover_every_summary() -> None:
     doc_types = {json.loads(p.read_text())["doc_type"] for p in POLICY_FILES}
-    assert doc_types == {"return_notice", "case_handoff"}
+    assert doc_types == {
+        "return_notice",
+        "case_handoff",
+        # The critical route's documents (docs/critical-route.md).
+        "identification_record",
+        "risk_assessment_summary",
+        "protection_handoff",
+        "resettlement_referral",
+    }
+    assert doc_types == CASE_SUMMARIES
+    agreements = {json.loads(p.read_text())["agreement_id"] for p in AGREEMENT_FILES}
+    assert agreements == {"bilateral.gt-mx", "bilateral.gt-mx.critical-route"}
 
 
 def test_the_interview_vocabulary_is_one_in_code_and_schema() -> None:

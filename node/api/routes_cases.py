@@ -1,5 +1,8 @@
 """A caseworker's journey: the case, the interview, her consent, preview, send, withdraw.
 
+And the critical route of a case (docs/critical-route.md): each step recorded
+by its own endpoint, and the route view (stage, steps, safeguards by country).
+
 Every case and consent belongs to the authority that holds it; another
 authority's is answered as absent (404). The domain rules (safeguards,
 minimization, policies, consent checks) live in the services this module
@@ -18,7 +21,7 @@ from node.api.guards import BadRequest, allow, json_body, principal_of
 from node.api.keys import API_CONTEXT, ON_QUEUED
 from node.api.openapi import validate_body
 from node.api.users import Principal, Role
-from node.casework import cases, consents, disclose
+from node.casework import cases, consents, disclose, route
 from node.core.errors import PuenteError
 from node.rules.consent import ConsentError, Officer, Scope
 from node.storage.context import NodeContext
@@ -234,6 +237,41 @@ async def narrow(request: web.Request) -> web.Response:
     return web.json_response(_change_view(outcome))
 
 
+# Each step of the critical route: its path segment, and the body member holding it.
+ROUTE_STEPS = {
+    "identification": ("identification", "RouteIdentificationRequest"),
+    "primary-assistance": ("primary_assistance", "RoutePrimaryAssistanceRequest"),
+    "risk-assessment": ("risk_assessment", "RouteRiskAssessmentRequest"),
+    "durable-solution": ("durable_solution", "RouteDurableSolutionRequest"),
+}
+
+
+@allow(Role.CASEWORKER)
+async def route_view(request: web.Request) -> web.Response:
+    ctx = request.app[API_CONTEXT]
+    case = await _own_case(ctx, principal_of(request), request.match_info["case_id"])
+    view = await route.route_view(ctx, case.case_id)
+    return web.json_response(view.as_json())
+
+
+@allow(Role.CASEWORKER)
+async def record_route_step(request: web.Request) -> web.Response:
+    ctx = request.app[API_CONTEXT]
+    principal = principal_of(request)
+    case = await _own_case(ctx, principal, request.match_info["case_id"])
+    step, component = ROUTE_STEPS[request.match_info["step"]]
+    body = await _body(request, component)
+    view = await route.record_step(
+        ctx,
+        case.case_id,
+        step=step,
+        authority=principal.authority,
+        content=body[step],
+        country_of_origin=body.get("country_of_origin"),
+    )
+    return web.json_response(view.as_json())
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/cases", list_cases)
     app.router.add_post("/api/v1/cases", create_case)
@@ -243,6 +281,9 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/cases/{case_id}/consents", record_consent)
     app.router.add_post("/api/v1/cases/{case_id}/disclosures/preview", preview)
     app.router.add_post("/api/v1/cases/{case_id}/disclosures", send)
+    app.router.add_get("/api/v1/cases/{case_id}/route", route_view)
+    steps = "|".join(ROUTE_STEPS)
+    app.router.add_post(f"/api/v1/cases/{{case_id}}/route/{{step:{steps}}}", record_route_step)
     app.router.add_get("/api/v1/consents/{consent_id}", consent_status)
     app.router.add_post("/api/v1/consents/{consent_id}/withdraw", withdraw)
     app.router.add_post("/api/v1/consents/{consent_id}/narrow", narrow)

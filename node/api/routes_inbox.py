@@ -61,8 +61,10 @@ async def list_items(request: web.Request) -> web.Response:
     if acknowledged_raw not in (None, "true", "false"):
         raise BadRequest("invalid_parameter", "acknowledged must be true or false")
     doc_type = request.query.get("doc_type")
-    if doc_type not in (None, "return_notice", "case_handoff"):
-        raise BadRequest("invalid_parameter", "doc_type must be return_notice or case_handoff")
+    if doc_type is not None and doc_type not in inbox.INBOX_DOCUMENTS:
+        raise BadRequest(
+            "invalid_parameter", f"doc_type must be one of {', '.join(inbox.INBOX_DOCUMENTS)}"
+        )
     limit = int_param(request, "limit", 50, 1, 200)
     offset = int_param(request, "offset", 0, 0, 10_000_000)
     page = await inbox.list_inbox(
@@ -88,14 +90,20 @@ async def list_items(request: web.Request) -> web.Response:
 @allow(Role.RECEPTION_OFFICER)
 async def get_item(request: web.Request) -> web.Response:
     principal = principal_of(request)
+    ctx = request.app[API_CONTEXT]
     item, document = await inbox.view_item(
-        request.app[API_CONTEXT],
+        ctx,
         authority=principal.authority,
         username=principal.username,
         item_id=_item_id(request),
     )
     return web.json_response(
-        {"item": item_view(item), "summary": document, "erased": document is None}
+        {
+            "item": item_view(item),
+            "summary": document,
+            "erased": document is None,
+            "withheld": await inbox.withheld_for_safety(ctx, item, document),
+        }
     )
 
 

@@ -33,6 +33,7 @@ EVENTS: Final = MappingProxyType(
         "case.created": "a case was recorded",
         "case.interviewed": "interview answers were added to a case",
         "case.addendum": "an addendum was added to a case",
+        "case.route_recorded": "a step of the critical route was recorded on a case",
         "consent.given": "a consent was recorded",
         "consent.narrowed": "a consent was narrowed",
         "consent.withdrawn": "a consent was withdrawn",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -189,27 +189,50 @@ async def record_interview(
 ) -> Case:
     """Add answers and the topics asked (coverage) to a case this node holds."""
     own_authority_kind(ctx, authority)
-    now = ctx.now()
-    stamped = stamp_coverage(interview, node=ctx.node_id, authority=authority, now=now)
+    stamped = stamp_coverage(interview, node=ctx.node_id, authority=authority, now=ctx.now())
     _check_interview(stamped)
+
+    def add(document: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        merged = merge_interview(document.get("interview", {}), stamped)
+        details = {
+            "topics": sorted({e["topic"] for e in stamped["coverage"]}),
+            "fields": field_paths({"interview": stamped}),
+        }
+        return {**document, "interview": merged}, details
+
+    return await change_case(ctx, key, add, authority=authority, event="case.interviewed")
+
+
+# A change to a case: the new document from the current one, and the audit entry's details
+# (ids, names and codes — never values).
+Change = Callable[[Mapping[str, Any]], tuple[dict[str, Any], dict[str, Any]]]
+
+
+async def change_case(
+    ctx: NodeContext, key: str, change: Change, *, authority: str, event: str
+) -> Case:
+    """Change a case this node holds: under its row lock, checked, audited, in one transaction.
+
+    ``change`` may raise to refuse; the new document must still be a valid case.
+    """
+    own_authority_kind(ctx, authority)
     case = await find_case(ctx, key)
+    now = ctx.now()
     async with ctx.sessions.begin() as session:
         row = await session.get(CaseRow, case.case_id, with_for_update=True)
         assert row is not None
-        document = dict(row.document)
-        document["interview"] = merge_interview(document.get("interview", {}), stamped)
+        document, details = change(row.document)
         _check_document(document)
         row.document = document
         row.updated_at = now
         await audit.append(
             session,
             node=ctx.node_id,
-            event="case.interviewed",
+            event=event,
             at=now,
             case_ref=audit_case_ref(ctx, row.case_ref),
             authority=authority,
-            topics=sorted({e["topic"] for e in stamped["coverage"]}),
-            fields=field_paths({"interview": stamped}),
+            **details,
         )
     return await find_case(ctx, case.case_id)
 

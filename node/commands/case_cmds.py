@@ -16,6 +16,7 @@ from typing import Any
 
 from node.commands._util import with_node
 from node.core.errors import ConfigError
+from node.intake.terms import CASE_SUMMARIES
 from node.storage.context import NodeContext
 from node.storage.migrate import upgrade_to_head
 
@@ -146,7 +147,7 @@ def _register_disclose(sub: Any) -> None:
         command.add_argument("--dir", type=Path, required=True)
         command.add_argument("--case", required=True, help="case id or case_ref")
         command.add_argument(
-            "--type", dest="doc_type", required=True, choices=("return_notice", "case_handoff")
+            "--type", dest="doc_type", required=True, choices=sorted(CASE_SUMMARIES)
         )
         command.add_argument("--purpose", required=True)
         command.add_argument("--to", type=_recipient, required=True, help="NODE/AUTHORITY")

@@ -44,11 +44,21 @@ BILATERAL_AGREEMENT = "https://puente.int/schemas/bilateral-agreement/1.0"
 DISCLOSURE_TERMS = "https://puente.int/schemas/disclosure-terms/1.0"
 CONSENT_WITHDRAWAL = "https://puente.int/schemas/consent-withdrawal/1.0"
 ERASURE_RECEIPT = "https://puente.int/schemas/erasure-receipt/1.0"
+CRITICAL_ROUTE = "https://puente.int/schemas/critical-route/1.0"
+IDENTIFICATION_RECORD = "https://puente.int/schemas/identification-record/1.0"
+RISK_ASSESSMENT_SUMMARY = "https://puente.int/schemas/risk-assessment-summary/1.0"
+PROTECTION_HANDOFF = "https://puente.int/schemas/protection-handoff/1.0"
+RESETTLEMENT_REFERRAL = "https://puente.int/schemas/resettlement-referral/1.0"
 
 # Document types a node accepts, and the schema each is validated against.
 DOCUMENT_SCHEMAS: Mapping[str, str] = {
     "return_notice": RETURN_NOTICE,
     "case_handoff": CASE_HANDOFF,
+    # The regional critical route's documents (docs/critical-route.md).
+    "identification_record": IDENTIFICATION_RECORD,
+    "risk_assessment_summary": RISK_ASSESSMENT_SUMMARY,
+    "protection_handoff": PROTECTION_HANDOFF,
+    "resettlement_referral": RESETTLEMENT_REFERRAL,
     "consent_withdrawal": CONSENT_WITHDRAWAL,
     "erasure_receipt": ERASURE_RECEIPT,
 }

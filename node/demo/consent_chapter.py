@@ -35,19 +35,22 @@ RECIPIENTS = (("MX", "mx-comar"), ("MX", "mx-inm"))
 
 def _wrapped(label: str, items: list[str], out: TextIO) -> None:
     text = ", ".join(items) if items else "(none)"
-    lines = textwrap.wrap(text, width=max(40, 96 - len(label)))
+    lines = textwrap.wrap(
+        text, width=max(40, 96 - len(label)), break_long_words=False, break_on_hyphens=False
+    )
     print(f"      {label}{lines[0]}", file=out)
     for line in lines[1:]:
         print(f"      {' ' * len(label)}{line}", file=out)
 
 
-def _print_preview(preview: Preview, out: TextIO) -> None:
+def print_preview(preview: Preview, out: TextIO) -> None:
+    """What the caseworker sees before sending: what goes, what stays and why."""
     plan = preview.plan
     rule = plan.rule
     where = f"{plan.recipient.node}/{plan.recipient.authority} ({plan.recipient.kind})"
     policy = f"{rule.policy.policy_id} {rule.policy.version}" if rule else "-"
     narrowed = ", ".join(a.agreement_id for a in rule.agreements) if rule else ""
-    print(f"\n  preview of the case_handoff to {where}", file=out)
+    print(f"\n  preview of the {plan.doc_type} to {where}", file=out)
     print(
         f"    policy {policy}{'; narrowed by ' + narrowed if narrowed else ''}; "
         f"retain until {plan.retain_until.date() if plan.retain_until else '-'}",
@@ -61,12 +64,13 @@ def _print_preview(preview: Preview, out: TextIO) -> None:
         _wrapped(f"withheld, {reason} ({len(paths)}): ", paths, out)
 
 
-async def _wait(
-    gt: NodeContext, ids: list[str], patience: float, states: tuple[str, ...]
+async def wait_while(
+    ctx: NodeContext, ids: list[str], patience: float, states: tuple[str, ...]
 ) -> list[Disclosure]:
+    """The disclosures ``ids`` once none is in ``states`` any more (or patience ran out)."""
     deadline = time.monotonic() + patience
     while True:
-        async with gt.sessions() as session:
+        async with ctx.sessions() as session:
             rows = list(
                 (
                     await session.execute(select(Disclosure).where(Disclosure.message_id.in_(ids)))
@@ -165,9 +169,9 @@ async def tell_consent_story(
             recipient_authority=authority,
             user="consular-officer-12",
         )
-        _print_preview(result.preview, out)
+        print_preview(result.preview, out)
         sent.append(result.message_id)
-    rows = await _wait(gt, sent, patience, ("queued", "sending"))
+    rows = await wait_while(gt, sent, patience, ("queued", "sending"))
     ok = True
     print("", file=out)
     for row in rows:

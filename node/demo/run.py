@@ -30,6 +30,7 @@ from node.delivery.outbox import queue_disclosure
 from node.demo.audit_chapter import tell_audit_story
 from node.demo.consent_chapter import tell_consent_story
 from node.demo.local_federation import NodeSpec, build_local_federation
+from node.demo.route_chapter import tell_route_story
 from node.demo.synthetic import return_notice
 from node.demo.users import provision_demo_users
 from node.storage.context import NodeContext, open_node
@@ -80,6 +81,16 @@ DEMO_NODES = (
                 {
                     "es": "Consulado de Guatemala en Tapachula (demo)",
                     "en": "Consulate of Guatemala in Tapachula (demo)",
+                },
+            ),
+            # The protection institution of the critical route (node.demo.route_chapter).
+            AuthorityConfig(
+                "gt-proteccion-victimas",
+                "protection_agency",
+                {
+                    "es": "Instituto de la Víctima, protección de víctimas (demo)",
+                    "en": "Victims' Institute, victim protection (demo)",
+                    "fr": "Institut des victimes, protection des victimes (démo)",
                 },
             ),
         ),
@@ -225,6 +236,7 @@ async def tell_story(base: Path, out: TextIO, patience: float) -> bool:
                 file=out,
             )
         ok = await tell_consent_story(contexts, out, patience) and ok
+        ok = await tell_route_story(contexts, out, patience) and ok
         ok = await tell_audit_story(contexts, base, out) and ok
         delivered = sum(1 for r in rows if r.state == "delivered")
         print(

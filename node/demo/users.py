@@ -24,6 +24,8 @@ DEMO_USERS = (
     ("HN", "officer.hn", "reception_officer", "hn-camr-sps"),
     ("GT", "auditor.gt", "auditor", "dpa-gt"),
     ("MX", "admin.mx", "admin", "mx-operator"),
+    # The critical route's protection institution reads its handoffs in the inbox.
+    ("GT", "protection.gt", "reception_officer", "gt-proteccion-victimas"),
 )
 
 

@@ -37,7 +37,7 @@ from node.intake.summaries import (
     seal_summary,
     store_sealed,
 )
-from node.intake.terms import AcceptedTerms, TermsRefused, check_terms
+from node.intake.terms import TERMS_REQUIRED, AcceptedTerms, TermsRefused, check_terms
 from node.intake.withdrawal import (
     apply_withdrawal,
     check_erasure_receipt,
@@ -94,7 +94,7 @@ async def prepare(
     if message.doc_type == "consent_withdrawal":
         # A retry fails on the unique constraint before any erasure runs.
         return _withdrawal_intake(ctx, plain, opened, now)
-    if message.terms is None and message.doc_type not in ("erasure_receipt", "case_handoff"):
+    if message.terms is None and message.doc_type not in ("erasure_receipt", *TERMS_REQUIRED):
         return plain  # nothing to check, nothing sealed (a return notice without terms)
     if session is None:
         async with ctx.sessions() as own:
@@ -137,7 +137,7 @@ def needs_data_key(opened: OpenedEnvelope) -> bool:
     """Whether :func:`prepare` would seal this message under a data key if it accepts it."""
     message = opened.message
     return message.doc_type not in CONTROL_DOCUMENTS and (
-        message.terms is not None or message.doc_type == "case_handoff"
+        message.terms is not None or message.doc_type in TERMS_REQUIRED
     )
 
 

@@ -3,7 +3,10 @@
 Items are indexed from ``received_messages`` on demand, sorted by arrival date
 with priority cases first. Opening a summary is a *view* and is audited with
 the user; acknowledging arrival and recording the outcome are the officer's
-follow-up. An officer only ever sees items of their own authority.
+follow-up. An officer only ever sees items of their own authority. A
+protection institution's officer receives the critical route's documents the
+same way, with the fields withheld for her safety named as withheld
+(:func:`withheld_for_safety`).
 """
 
 from __future__ import annotations
@@ -19,7 +22,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from node.auditlog import entries as audit
 from node.core.errors import PuenteError
 from node.intake.summaries import readable_body
+from node.intake.terms import CASE_SUMMARIES
+from node.rules.consent import RecipientRef
+from node.rules.critical_route import ROUTE_DOCUMENTS, WITHHELD_FOR_SAFETY, route_withheld
+from node.rules.policy import default_policy_set
 from node.storage.api_models import InboxItem
+from node.storage.consent_models import ReceivedSummary
 from node.storage.context import NodeContext
 from node.storage.models import ReceivedMessage
 from node.wire.fields import field_paths
@@ -33,6 +41,8 @@ OUTCOMES = (
     "did_not_arrive",
     "other",
 )
+# The summaries that become work items: returns, handoffs and the critical route's documents.
+INBOX_DOCUMENTS = tuple(sorted(CASE_SUMMARIES))
 # Flags that move a case up the list; the weights only order, they do not judge.
 _PRIORITY_WEIGHTS = {
     "minor": 3,
@@ -86,7 +96,7 @@ async def index_new_messages(ctx: NodeContext) -> int:
                     select(ReceivedMessage)
                     .outerjoin(InboxItem, InboxItem.received_id == ReceivedMessage.id)
                     .where(InboxItem.id.is_(None))
-                    .where(ReceivedMessage.doc_type.in_(("return_notice", "case_handoff")))
+                    .where(ReceivedMessage.doc_type.in_(INBOX_DOCUMENTS))
                     .order_by(ReceivedMessage.id)
                 )
             )
@@ -197,6 +207,42 @@ async def view_item(
             erased=document is None,
         )
     return item, document
+
+
+async def withheld_for_safety(
+    ctx: NodeContext, item: InboxItem, document: Mapping[str, Any] | None
+) -> list[dict[str, str]]:
+    """The fields of a route document withheld from this authority for her safety.
+
+    What the document itself shows (danger named in this country, her
+    location released to nobody here) and its policy (which would carry the
+    field) say what was withheld; the recipient marks it rather than showing
+    a silent gap (docs/critical-route.md, S2).
+    """
+    if document is None or item.doc_type not in ROUTE_DOCUMENTS:
+        return []
+    async with ctx.sessions() as session:
+        summary = (
+            await session.execute(
+                select(ReceivedSummary).where(
+                    ReceivedSummary.received_message_id == item.received_id
+                )
+            )
+        ).scalar_one_or_none()
+    own = ctx.directory.node(ctx.node_id)
+    authority = own.authorities.get(item.authority) if own else None
+    policy = (
+        default_policy_set().get(summary.policy_id, summary.policy_version) if summary else None
+    )
+    if summary is None or authority is None or policy is None:
+        return []
+    rule = policy.rule_for(summary.purpose, authority.kind)
+    recipient = RecipientRef(ctx.node_id, item.authority, authority.kind)
+    return [
+        {"field": pattern, "reason": WITHHELD_FOR_SAFETY}
+        for pattern in route_withheld(document, recipient=recipient)
+        if rule is not None and rule.allows(pattern)
+    ]
 
 
 async def acknowledge(

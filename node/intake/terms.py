@@ -19,15 +19,17 @@ from typing import Any
 from node.core.clock import parse_rfc3339
 from node.core.errors import EnvelopeError
 from node.rules.consent import RecipientRef, Scope
+from node.rules.critical_route import ROUTE_DOCUMENTS, check_route_received
 from node.rules.policy import EffectiveRule, PolicyError, PolicySet, effective_rule
+from node.rules.safeguards import SafeguardRefused
 from node.wire.envelope import MAX_CLOCK_SKEW, Message
 from node.wire.fields import field_paths
 
 # Case summaries: what may only ever travel as minimized, consent-bound projections.
-CASE_SUMMARIES = frozenset({"return_notice", "case_handoff"})
+CASE_SUMMARIES = frozenset({"return_notice", "case_handoff"}) | ROUTE_DOCUMENTS
 # Document types that must carry terms. return_notice may still come without them
 # from senders that predate disclosure terms (see docs/consent-and-policy.md).
-TERMS_REQUIRED = frozenset({"case_handoff"})
+TERMS_REQUIRED = frozenset({"case_handoff"}) | ROUTE_DOCUMENTS
 MAX_LISTED_FIELDS = 10
 # What a later authority learned, sent back to the holder of her case: rests on the
 # consent's share_back agreement rather than on its purposes and recipients.
@@ -132,6 +134,15 @@ def check_terms(
         _check_consent_scope(message, terms, rule, fields, recipient_kind, issued)
         if consent_withdrawn:
             raise TermsRefused("consent_withdrawn", "this consent was withdrawn")
+    try:
+        # What the critical route's safeguards let reach this authority (docs/critical-route.md §7).
+        check_route_received(
+            message.body,
+            doc_type=message.doc_type,
+            own=RecipientRef(own, message.recipient.authority, recipient_kind),
+        )
+    except SafeguardRefused as exc:
+        raise TermsRefused(exc.reason, exc.detail) from exc
     return AcceptedTerms(terms=terms, rule=rule, fields=fields, retain_until=retain_until)
 
 

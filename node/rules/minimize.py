@@ -9,17 +9,20 @@ stays home:
 ``uncategorised``            no data category covers it, so no consent can
 ``category_not_consented``   she did not consent to share its data category
 
+and a safeguard may withhold more of what would be sent (:func:`withhold`;
+``withheld_for_safety``, node.rules.critical_route).
+
 The summary keeps the case's field paths (docs/consent-and-policy.md), so
 the recipient checks the same paths against the same policy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from node.rules.policy import EffectiveRule
+from node.rules.policy import EffectiveRule, path_matches
 from node.wire.fields import field_paths
 
 NOT_IN_POLICY = "not_in_policy"
@@ -75,6 +78,27 @@ def minimize(
     pruned = _prune(case, "", lambda p: p not in withheld)
     document: dict[str, Any] = pruned if isinstance(pruned, dict) else {}
     return Summary(document=document, sent_fields=tuple(field_paths(document)), withheld=withheld)
+
+
+def withhold(summary: Summary, patterns: Sequence[str], reason: str) -> Summary:
+    """The summary with every sent field under ``patterns`` withheld for ``reason``.
+
+    A field already withheld keeps its first reason.
+    """
+
+    def hidden(path: str) -> bool:
+        return any(path_matches(pattern, path) for pattern in patterns)
+
+    moved = {path: reason for path in summary.sent_fields if hidden(path)}
+    if not moved:
+        return summary
+    pruned = _prune(summary.document, "", lambda p: not hidden(p))
+    document: dict[str, Any] = pruned if isinstance(pruned, dict) else {}
+    return Summary(
+        document=document,
+        sent_fields=tuple(field_paths(document)),
+        withheld={**summary.withheld, **moved},
+    )
 
 
 def _join(prefix: str, key: str) -> str:

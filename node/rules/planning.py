@@ -19,7 +19,8 @@ from node.core.canonical import sha256_hex
 from node.core.clock import rfc3339
 from node.core.errors import SchemaError
 from node.rules.consent import ConsentRecord, ConsentRefused, RecipientRef, Scope, choose
-from node.rules.minimize import CATEGORY_NOT_CONSENTED, Summary, minimize
+from node.rules.critical_route import WITHHELD_FOR_SAFETY, check_route, route_withheld
+from node.rules.minimize import CATEGORY_NOT_CONSENTED, Summary, minimize, withhold
 from node.rules.policy import EffectiveRule, PolicyError, PolicySet, effective_rule
 from node.rules.safeguards import SafeguardRefused, check_all
 from node.wire.fields import field_paths
@@ -152,6 +153,8 @@ def plan_disclosure(
             )
         blocked = Summary(document={}, sent_fields=(), withheld=withheld)
         return refused(basis_refusal.reason, basis_refusal.detail, blocked, **known)
+    # Her location stays home where danger is named (docs/critical-route.md, S2).
+    summary = withhold(summary, route_withheld(case, recipient=recipient), WITHHELD_FOR_SAFETY)
     try:
         check_all(
             case,
@@ -160,6 +163,8 @@ def plan_disclosure(
             decides_for_minor=consent.grantor_decides_for_minor if consent else None,
             today=now.date(),
         )
+        # The critical route's safeguards, after the others and under either legal basis.
+        check_route(case, doc_type=doc_type, recipient=recipient, today=now.date())
     except SafeguardRefused as exc:
         return refused(exc.reason, exc.detail, summary, **known)
     try:
