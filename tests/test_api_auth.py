@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -66,12 +67,21 @@ async def test_tokens_are_required_valid_unexpired_and_unrevoked(
                 assert (status, problem["reason"]) == (401, "token_expired")
         async with ctx.sessions() as session:
             entries = (await session.execute(select(AuditEntry))).scalars().all()
-        refusals = [json.loads(e.entry) for e in entries if e.event == "api.refused"]
-        assert {r["reason"] for r in refusals} >= {
-            "missing_token",
-            "invalid_token",
-            "token_revoked",
+        # Refusals before authentication are counted per source and minute (node.api.preauth).
+        tallies = [json.loads(e.entry) for e in entries if e.event == "api.unauthenticated"]
+        assert not [e for e in entries if e.event == "api.refused"]
+        reasons: Counter[str] = Counter()
+        for tally in tallies:
+            assert tally["source"] == "127.0.0.1"
+            assert tally["count"] == sum(tally["reasons"].values())
+            reasons.update(tally["reasons"])
+        assert reasons == {
+            "missing_token": 1,
+            "invalid_token": 3,
+            "token_revoked": 1,
+            "token_expired": 1,
         }
+        assert {u for t in tallies for u in t.get("users", [])} == {"ana.officer"}
 
 
 async def test_roles_must_fit_the_authority(

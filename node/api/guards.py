@@ -24,6 +24,11 @@ class TooManyRequests(PuenteError):
     http_status = 429
 
 
+class RequestTimeout(PuenteError):
+    reason = "request_timeout"
+    http_status = 408
+
+
 class BadRequest(PuenteError):
     reason = "invalid_request"
     http_status = 400

@@ -48,10 +48,14 @@ _ROLE_AUTHORITY_KINDS = {
 
 
 class AuthError(PuenteError):
-    """The request does not carry a valid token."""
+    """The request does not carry a valid token; ``user`` names its owner if the token was real."""
 
     reason = "unauthenticated"
     http_status = 401
+
+    def __init__(self, reason: str, detail: str, *, user: str | None = None) -> None:
+        super().__init__(reason, detail)
+        self.user = user
 
 
 class UserError(PuenteError):
@@ -194,11 +198,11 @@ async def authenticate(ctx: NodeContext, authorization: str | None) -> Principal
     if token is None or user is None or not hmac.compare_digest(token.secret_sha256, _hash(secret)):
         raise AuthError("invalid_token", "unknown token")
     if token.revoked_at is not None:
-        raise AuthError("token_revoked", "this token was revoked")
+        raise AuthError("token_revoked", "this token was revoked", user=user.username)
     if token.expires_at <= now:
-        raise AuthError("token_expired", "this token has expired")
+        raise AuthError("token_expired", "this token has expired", user=user.username)
     if user.disabled_at is not None:
-        raise AuthError("user_disabled", "this user is disabled")
+        raise AuthError("user_disabled", "this user is disabled", user=user.username)
     if token.last_used_at is None or now - token.last_used_at > LAST_USE_GRANULARITY:
         async with ctx.sessions.begin() as session:
             stored = await session.get(ApiToken, token_id)

@@ -66,6 +66,11 @@ class DeliveryConfig:
     inbound_burst_per_peer: int = 500
     inbound_max_concurrent_per_peer: int = 16
     inbound_body_timeout: float = 30.0
+    # The witness endpoint (C2SP add-checkpoint): a round sends one request per
+    # member's log, so a peer needs few; each refusal is an audit write.
+    witness_rate_per_peer: float = 2.0
+    witness_burst_per_peer: int = 60
+    witness_max_concurrent_per_peer: int = 4
 
     def __post_init__(self) -> None:
         # Refused by load_config as bad_config: a zero limit would stall delivery.
@@ -73,10 +78,53 @@ class DeliveryConfig:
             raise ValueError("delivery limits must be at least 1")
         if not 1 <= self.messages_per_request <= MAX_BATCH_MESSAGES:
             raise ValueError(f"messages_per_request must be 1 to {MAX_BATCH_MESSAGES}")
-        if min(self.inbound_burst_per_peer, self.inbound_max_concurrent_per_peer) < 1:
+        if (
+            min(
+                self.inbound_burst_per_peer,
+                self.inbound_max_concurrent_per_peer,
+                self.witness_burst_per_peer,
+                self.witness_max_concurrent_per_peer,
+            )
+            < 1
+        ):
             raise ValueError("inbound limits must be at least 1")
-        if min(self.send_rate_per_peer, self.inbound_rate_per_peer, self.retry_base) <= 0:
-            raise ValueError("rates and retry_base must be positive")
+        if (
+            min(
+                self.send_rate_per_peer,
+                self.inbound_rate_per_peer,
+                self.witness_rate_per_peer,
+                self.retry_base,
+                self.inbound_body_timeout,
+            )
+            <= 0
+        ):
+            raise ValueError("rates, timeouts and retry_base must be positive")
+
+
+@dataclass(frozen=True)
+class PortLimits:
+    """How long a connection to one listening port may take at each phase (docs/operations.md).
+
+    ``tls_handshake_timeout``: from the TCP connection to the end of the TLS
+    handshake (a client that connects and never starts TLS is closed then).
+    ``idle_timeout``: how long a connection may wait for the complete head
+    (request line and headers) of its next request — the first one or the
+    next on a kept-alive connection; a client trickling its headers is cut
+    off then. The body's own limit is the port's body timeout. The sizes
+    bound a request head before anything reads it.
+    """
+
+    tls_handshake_timeout: float = 10.0
+    idle_timeout: float = 15.0
+    max_request_line: int = 8190
+    max_header_field: int = 8190
+    max_headers: int = 64
+
+    def __post_init__(self) -> None:
+        if min(self.tls_handshake_timeout, self.idle_timeout) <= 0:
+            raise ValueError("port timeouts must be positive")
+        if min(self.max_request_line, self.max_header_field, self.max_headers) < 1:
+            raise ValueError("request head limits must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -88,6 +136,18 @@ class ApiConfig:
     rate_per_second: float = 50.0
     burst: int = 200
     max_body_bytes: int = 262_144
+    body_timeout: float = 30.0
+    # Before a token is checked, per client address (node.api.preauth): a flood of
+    # made-up tokens is refused here, and audited once a source a minute.
+    preauth_rate_per_second: float = 20.0
+    preauth_burst: int = 100
+    limits: PortLimits = field(default_factory=PortLimits)
+
+    def __post_init__(self) -> None:
+        if min(self.rate_per_second, self.preauth_rate_per_second, self.body_timeout) <= 0:
+            raise ValueError("api rates and body_timeout must be positive")
+        if min(self.burst, self.preauth_burst, self.max_body_bytes) < 1:
+            raise ValueError("api bursts and max_body_bytes must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -130,6 +190,8 @@ class NodeConfig:
     federation: FederationConfig = field(default_factory=FederationConfig)
     # IANA time zone of the node's people: a date typed without a time is a day here.
     time_zone: str = "UTC"
+    # The federation port's connection limits ([server.limits]).
+    server_limits: PortLimits = field(default_factory=PortLimits)
 
     @property
     def zone(self) -> zoneinfo.ZoneInfo:
@@ -154,20 +216,19 @@ class NodeConfig:
     def to_toml(self) -> dict[str, Any]:
         return {
             "node": {"id": self.node_id, "name": self.name, "time_zone": self.time_zone},
-            "server": {"host": self.host, "port": self.port, "public_url": self.public_url},
+            "server": {
+                "host": self.host,
+                "port": self.port,
+                "public_url": self.public_url,
+                "limits": dataclasses.asdict(self.server_limits),
+            },
             "database": {"url": self.database_url},
             "keys": {
                 "signing": self.signing_kid,
                 "encryption": self.encryption_kid,
                 "tls": self.tls_pin,
             },
-            "api": {
-                "host": self.api.host,
-                "port": self.api.port,
-                "rate_per_second": self.api.rate_per_second,
-                "burst": self.api.burst,
-                "max_body_bytes": self.api.max_body_bytes,
-            },
+            "api": dataclasses.asdict(self.api),
             # Every setting, so a saved config shows them all (and none is lost).
             "delivery": dataclasses.asdict(self.delivery),
             "federation": {
@@ -205,7 +266,8 @@ def load_config(data_dir: Path) -> NodeConfig:
             for a in raw.get("authorities", [])
         )
         delivery = DeliveryConfig(**raw.get("delivery", {}))
-        api = ApiConfig(**raw.get("api", {}))
+        api_raw = dict(raw.get("api", {}))
+        api = ApiConfig(**{**api_raw, "limits": PortLimits(**api_raw.get("limits", {}))})
         federation_raw = dict(raw.get("federation", {}))
         federation = FederationConfig(
             **{**federation_raw, "sources": tuple(federation_raw.get("sources", ()))}
@@ -226,6 +288,7 @@ def load_config(data_dir: Path) -> NodeConfig:
             api=api,
             federation=federation,
             time_zone=str(node.get("time_zone", "UTC")),
+            server_limits=PortLimits(**server.get("limits", {})),
         )
         config.zone  # noqa: B018 - refuse an unknown zone now, not at the first query
     except zoneinfo.ZoneInfoNotFoundError as exc:

@@ -2,14 +2,15 @@
 
 Used on both sides of the federation link: the sender paces each peer
 (node.delivery.peer_queue), the receiver answers 429 with ``Retry-After`` to a peer
-that sends faster than its limit (node.federation.peer_limits). Time is a monotonic
-number of seconds passed in by the caller, so the logic is testable without
-waiting.
+that sends faster than its limit (node.federation.peer_limits); the local API
+keeps one bucket per user and one per client address (:class:`KeyedBuckets`).
+Time is a monotonic number of seconds passed in by the caller, so the logic is
+testable without waiting.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -59,3 +60,38 @@ class TokenBucket:
         delays the first sends once it is back.
         """
         self.tokens = min(self.burst, self.tokens + cost)
+
+
+@dataclass
+class KeyedBuckets:
+    """One :class:`TokenBucket` per key (a user, a client address), full on first use.
+
+    Keys are chosen by whoever sends requests, so the map is kept small: once
+    it holds ``max_keys`` buckets, those that have refilled (and so behave
+    exactly like a new one) are forgotten.
+    """
+
+    rate: float
+    burst: float
+    max_keys: int = 65_536
+    _buckets: dict[str, TokenBucket] = field(default_factory=dict)
+
+    def take(self, key: str, now: float) -> float:
+        """Spend one token of ``key``'s bucket: 0 if allowed, else the seconds until one is back."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) >= self.max_keys:
+                self._forget_full(now)
+            bucket = self._buckets[key] = TokenBucket.full(self.rate, self.burst, now)
+        return bucket.try_take(now)
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def _forget_full(self, now: float) -> None:
+        for key, bucket in list(self._buckets.items()):
+            bucket._refill(now)
+            if bucket.tokens >= bucket.burst:
+                del self._buckets[key]
+        while len(self._buckets) >= self.max_keys:  # all busy: the oldest starts afresh
+            del self._buckets[next(iter(self._buckets))]

@@ -17,14 +17,23 @@ from aiohttp import web
 from node.auditlog import witness
 from node.core.errors import EnvelopeError, PeerError, PuenteError
 from node.core.limits import MAX_ENVELOPE_BYTES
+from node.core.listening import start_tls_site
 from node.core.logs import get_logger
 from node.core.responses import problem_response
 from node.delivery.deliverer import MESSAGES_PATH, Deliverer
 from node.federation import directory_endpoint as federation_http
 from node.federation import jobs, witness_endpoint
-from node.federation.app_keys import CONTEXT, DELIVERER, INBOUND_LIMITS, PEER, REFRESHER, SERVER_TLS
+from node.federation.app_keys import (
+    CONTEXT,
+    DELIVERER,
+    INBOUND_LIMITS,
+    PEER,
+    REFRESHER,
+    SERVER_TLS,
+    WITNESS_LIMITS,
+)
 from node.federation.directory_sources import DIRECTORY_PATH
-from node.federation.peer_limits import BodyTimeout, InboundLimits, Throttled
+from node.federation.peer_limits import InboundLimits, PeerAllowance, Throttled
 from node.federation.refresher import DirectoryRefresher, health_fields
 from node.intake import receive as receiving
 from node.intake.receive_batch import receive_batch
@@ -66,19 +75,11 @@ def _member_sending(request: web.Request, content_type: str) -> MemberNode:
     return peer
 
 
-async def _read_body(request: web.Request, limits: InboundLimits) -> bytes:
-    try:
-        async with asyncio.timeout(limits.body_timeout):
-            return await request.read()
-    except TimeoutError as exc:
-        raise BodyTimeout(detail="the request body did not arrive in time") from exc
-
-
 async def post_message(request: web.Request) -> web.Response:
     peer = _member_sending(request, JOSE_CONTENT_TYPE)
     limits = request.app[INBOUND_LIMITS]
     async with limits.admitted(peer.id):
-        envelope = await _read_body(request, limits)
+        envelope = await limits.read_body(request)
         accepted = await receiving.receive(request.app[CONTEXT], envelope, peer_node=peer.id)
     return web.json_response({"receipt": accepted.receipt, "duplicate": accepted.duplicate})
 
@@ -88,7 +89,7 @@ async def post_batch(request: web.Request) -> web.Response:
     peer = _member_sending(request, batch_wire.BATCH_CONTENT_TYPE)
     limits = request.app[INBOUND_LIMITS]
     async with limits.admitted(peer.id):
-        envelopes = batch_wire.parse_request(await _read_body(request, limits))
+        envelopes = batch_wire.parse_request(await limits.read_body(request))
         limits.charge(peer.id, len(envelopes))
         answers = await receive_batch(request.app[CONTEXT], envelopes, peer_node=peer.id)
     results = [
@@ -163,7 +164,8 @@ def create_app(ctx: NodeContext, *, deliver: bool = True) -> web.Application:
     )
     app[CONTEXT] = ctx
     app[DELIVERER] = Deliverer(ctx)
-    app[INBOUND_LIMITS] = InboundLimits(ctx.config.delivery)
+    app[INBOUND_LIMITS] = InboundLimits(PeerAllowance.messages(ctx.config.delivery))
+    app[WITNESS_LIMITS] = InboundLimits(PeerAllowance.witness(ctx.config.delivery))
     # TLS follows key rotation and directory updates without a restart (node.trust.live_tls).
     app[SERVER_TLS] = LiveServerTls(lambda: server_context(ctx.keys.tls, ctx.directory, ctx.now()))
     app[REFRESHER] = DirectoryRefresher(
@@ -217,15 +219,14 @@ async def _delivery(app: web.Application) -> AsyncIterator[None]:
 
 
 async def start_site(app: web.Application, ctx: NodeContext) -> web.AppRunner:
-    """Start listening with mutual TLS on the configured host and port."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(
-        runner,
-        ctx.config.host,
-        ctx.config.port,
+    """Start listening with mutual TLS on the configured host and port, every phase limited."""
+    runner = await start_tls_site(
+        app,
+        host=ctx.config.host,
+        port=ctx.config.port,
         ssl_context=app[SERVER_TLS].listening,
+        limits=ctx.config.server_limits,
+        body_timeout=ctx.config.delivery.inbound_body_timeout,
     )
-    await site.start()
     log.info("node_listening", node=ctx.node_id, host=ctx.config.host, port=ctx.config.port)
     return runner

@@ -13,6 +13,7 @@ from node.trust.live_tls import LiveServerTls
 CONTEXT = web.AppKey("context", NodeContext)
 DELIVERER = web.AppKey("deliverer", Deliverer)
 INBOUND_LIMITS = web.AppKey("inbound_limits", InboundLimits)
+WITNESS_LIMITS = web.AppKey("witness_limits", InboundLimits)
 REFRESHER = web.AppKey("refresher", DirectoryRefresher)
 SERVER_TLS = web.AppKey("server_tls", LiveServerTls)
 

@@ -6,15 +6,21 @@ A member that sends faster than ``inbound_rate_per_peer`` (after a burst of
 ``Retry-After`` before its body is read; the sender treats that as "later"
 (node.delivery.peer_queue). A body that takes longer than ``inbound_body_timeout``
 to arrive is answered 408. So one slow or flooding peer cannot take the
-connections, memory or database time the others need.
+connections, memory or database time the others need. The witness endpoint
+has its own allowance (``witness_*_per_peer``), so a flood of checkpoints
+cannot hold back messages, nor messages checkpoints.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from aiohttp import web
 
 from node.core.config import DeliveryConfig
 from node.core.errors import PuenteError
@@ -44,20 +50,50 @@ class BodyTimeout(PuenteError):
     http_status = 408
 
 
+@dataclass(frozen=True)
+class PeerAllowance:
+    """What one peer may ask of one endpoint: a rate, a burst, a number at once, a body time."""
+
+    rate: float
+    burst: int
+    max_concurrent: int
+    body_timeout: float
+
+    @classmethod
+    def messages(cls, config: DeliveryConfig) -> PeerAllowance:
+        """Envelopes and batches (``inbound_*``)."""
+        return cls(
+            config.inbound_rate_per_peer,
+            config.inbound_burst_per_peer,
+            config.inbound_max_concurrent_per_peer,
+            config.inbound_body_timeout,
+        )
+
+    @classmethod
+    def witness(cls, config: DeliveryConfig) -> PeerAllowance:
+        """Checkpoints submitted to be witnessed (``witness_*``)."""
+        return cls(
+            config.witness_rate_per_peer,
+            config.witness_burst_per_peer,
+            config.witness_max_concurrent_per_peer,
+            config.inbound_body_timeout,
+        )
+
+
 class InboundLimits:
-    """Per-peer token buckets and in-flight counters for the federation endpoint."""
+    """Per-peer token buckets and in-flight counters for one federation endpoint."""
 
     def __init__(
-        self, config: DeliveryConfig, *, monotonic: Callable[[], float] = time.monotonic
+        self, allowance: PeerAllowance, *, monotonic: Callable[[], float] = time.monotonic
     ) -> None:
-        self._config = config
+        self._allowance = allowance
         self._monotonic = monotonic
         self._buckets: dict[str, TokenBucket] = {}
         self._in_flight: dict[str, int] = {}
 
     @property
     def body_timeout(self) -> float:
-        return self._config.inbound_body_timeout
+        return self._allowance.body_timeout
 
     def in_flight(self, peer: str) -> int:
         """How many of ``peer``'s requests are being handled now."""
@@ -83,7 +119,7 @@ class InboundLimits:
         bucket = self._buckets.get(peer)
         if bucket is None:  # pragma: no cover - admitted() made it
             return
-        rest = min(messages, self._config.inbound_burst_per_peer) - 1
+        rest = min(messages, self._allowance.burst) - 1
         if rest < 1:
             return
         wait = bucket.try_take(self._monotonic(), rest)
@@ -93,28 +129,34 @@ class InboundLimits:
             bucket.refund(1)
             raise Throttled(
                 "rate_limited",
-                f"more than {self._config.inbound_rate_per_peer:g} messages a second",
+                f"more than {self._allowance.rate:g} messages a second",
                 retry_after=wait,
             )
 
     def _admit(self, peer: str) -> None:
-        config = self._config
-        if self._in_flight.get(peer, 0) >= config.inbound_max_concurrent_per_peer:
+        allowance = self._allowance
+        if self._in_flight.get(peer, 0) >= allowance.max_concurrent:
             raise Throttled(
                 "too_many_concurrent_requests",
-                f"at most {config.inbound_max_concurrent_per_peer} requests at once per peer",
+                f"at most {allowance.max_concurrent} requests at once per peer",
                 retry_after=1.0,
             )
         now = self._monotonic()
         bucket = self._buckets.get(peer)
         if bucket is None:
-            bucket = self._buckets[peer] = TokenBucket.full(
-                config.inbound_rate_per_peer, config.inbound_burst_per_peer, now
-            )
+            bucket = self._buckets[peer] = TokenBucket.full(allowance.rate, allowance.burst, now)
         wait = bucket.try_take(now)
         if wait > 0:
             raise Throttled(
                 "rate_limited",
-                f"more than {config.inbound_rate_per_peer:g} requests a second",
+                f"more than {allowance.rate:g} requests a second",
                 retry_after=wait,
             )
+
+    async def read_body(self, request: web.Request) -> bytes:
+        """The request body, or :class:`BodyTimeout` if it does not arrive in time."""
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                return await request.read()
+        except TimeoutError as exc:
+            raise BodyTimeout(detail="the request body did not arrive in time") from exc
