@@ -26,7 +26,7 @@ from node.federation.app import create_app, start_site
 from node.federation.app_keys import DELIVERER
 from node.storage.context import NodeContext, open_node
 from node.trust.tls import client_context
-from tests.support.processes import tune_delivery
+from tests.support.processes import tune_delivery, tune_server_limits
 
 DatabaseFactory = Callable[[str], Awaitable[str]]
 
@@ -88,8 +88,10 @@ async def live_federation(
     clock: Clock = utcnow,
     public_urls: Mapping[str, str] | None = None,
     delivery: Mapping[str, Any] | None = None,
+    server_limits: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[dict[str, LiveNode]]:
-    """``public_urls`` puts a proxy in front of a node; ``delivery`` overrides [delivery]."""
+    """``public_urls`` puts a proxy in front of a node; ``delivery`` overrides [delivery],
+    ``server_limits`` [server.limits]."""
     urls = {spec.node_id: await database_factory(spec.node_id.lower()) for spec in specs}
     dirs = build_local_federation(
         base,
@@ -99,9 +101,11 @@ async def live_federation(
         database_urls=urls,
         public_urls=public_urls,
     )
-    if delivery:
-        for data_dir in dirs.values():
+    for data_dir in dirs.values():
+        if delivery:
             tune_delivery(data_dir, **delivery)
+        if server_limits:
+            tune_server_limits(data_dir, **server_limits)
     nodes: dict[str, LiveNode] = {}
     try:
         for node_id, data_dir in dirs.items():

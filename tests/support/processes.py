@@ -31,6 +31,13 @@ def tune_delivery(data_dir: Path, **overrides: Any) -> None:
     dataclasses.replace(config, delivery=delivery).save()
 
 
+def tune_server_limits(data_dir: Path, **overrides: Any) -> None:
+    """Rewrite a node's ``[server.limits]`` (the federation port's timeouts, say)."""
+    config = load_config(data_dir)
+    limits = dataclasses.replace(config.server_limits, **overrides)
+    dataclasses.replace(config, server_limits=limits).save()
+
+
 class NodeProcess:
     """One node as a child process the test can kill and restart."""
 
