@@ -5,6 +5,12 @@ random bits) is stored only as its SHA-256 and compared in constant time.
 Tokens expire and can be revoked; the last use is recorded (at most once a
 minute, so reading does not turn every request into a write). Designed so an
 OpenID Connect provider can later map its subjects to the same users.
+
+A username is stored, compared and logged in one form (:func:`normalize_username`):
+NFKC, then the RFC 8265 ``UsernameCaseMapped`` profile with case folding, so
+``JOSÉ.PÉREZ``, ``ｊｏｓé.pérez`` and ``josé.pérez`` are one user and a
+look-alike cannot be created beside it; control and format characters,
+spaces and mixed scripts are refused.
 """
 
 from __future__ import annotations
@@ -14,9 +20,12 @@ import hashlib
 import hmac
 import re
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
 
+import precis_i18n
+from confusable_homoglyphs import confusables
 from sqlalchemy import select
 
 from node.auditlog import entries as audit
@@ -27,7 +36,9 @@ from node.storage.context import NodeContext
 TOKEN_PREFIX = "pnt"  # noqa: S105 - a public marker, not a secret
 DEFAULT_TOKEN_LIFETIME = dt.timedelta(days=30)
 LAST_USE_GRANULARITY = dt.timedelta(minutes=1)
-_USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,62}$")
+USERNAME_LENGTH = (2, 63)
+_USERNAME_PROFILE = precis_i18n.get_profile("UsernameCaseMapped:CaseFold")
+_USERNAME_PUNCTUATION = frozenset("._-")
 _AUTHORITY = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 _TOKEN = re.compile(r"^pnt_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
 
@@ -76,14 +87,44 @@ class Principal:
     token_id: str
 
 
+def normalize_username(raw: str) -> str:
+    """The one form of a username, or :class:`UserError` ``bad_username`` saying what is wrong.
+
+    NFKC folds compatibility forms (full-width letters, ligatures), the RFC 8265
+    profile folds case and refuses controls, spaces and invisible characters.
+    What is left may hold letters and digits of one script, and ``. _ -``
+    (never first), 2 to 63 characters.
+    """
+    low, high = USERNAME_LENGTH
+    if len(raw) > 4 * high:
+        raise UserError("bad_username", f"at most {high} characters")
+    try:
+        name = _USERNAME_PROFILE.enforce(unicodedata.normalize("NFKC", raw))
+    except UnicodeEncodeError as exc:
+        what = str(exc.reason).split("/")[-1].replace("_", " ")
+        raise UserError(
+            "bad_username", f"character {exc.start + 1} is not allowed in a username ({what})"
+        ) from exc
+    if not low <= len(name) <= high:
+        raise UserError("bad_username", f"{low} to {high} characters")
+    for position, char in enumerate(name, start=1):
+        if not (char.isalnum() or (position > 1 and char in _USERNAME_PUNCTUATION)):
+            raise UserError(
+                "bad_username",
+                f"character {position} is not allowed: letters, digits, and . _ - after the first",
+            )
+    if confusables.is_mixed_script(name):
+        raise UserError("bad_username", "letters of one script only (look-alikes are refused)")
+    return name
+
+
 def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode("ascii")).hexdigest()
 
 
 async def create_user(ctx: NodeContext, *, username: str, role: str, authority: str) -> User:
-    """Create a user, checking the role fits the authority's kind."""
-    if not _USERNAME.match(username):
-        raise UserError("bad_username", "lower-case letters, digits, . _ - (2-63 characters)")
+    """Create a user (its name in normal form), checking the role fits the authority's kind."""
+    username = normalize_username(username)
     try:
         role_value = Role(role)
     except ValueError as exc:
@@ -124,6 +165,7 @@ async def issue_token(
     ctx: NodeContext, username: str, *, lifetime: dt.timedelta = DEFAULT_TOKEN_LIFETIME
 ) -> tuple[str, ApiToken]:
     """A new bearer token for a user. The secret is shown once and never stored."""
+    username = normalize_username(username)
     now = ctx.now()
     token_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)

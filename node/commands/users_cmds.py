@@ -41,14 +41,15 @@ def register(sub: Any) -> None:
 
 
 def add_cmd(args: argparse.Namespace) -> int:
-    async def work(ctx: NodeContext) -> None:
+    async def work(ctx: NodeContext) -> str:
         await upgrade_to_head(ctx.engine)
-        await users.create_user(
+        user = await users.create_user(
             ctx, username=args.username, role=args.role, authority=args.authority
         )
+        return user.username
 
-    with_node(args.dir, work)
-    print(f"user {args.username} ({args.role}, {args.authority}) created")
+    username = with_node(args.dir, work)
+    print(f"user {username} ({args.role}, {args.authority}) created")
     return 0
 
 

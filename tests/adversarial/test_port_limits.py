@@ -27,6 +27,7 @@ from node.trust.tls import client_context
 from tests.support.api import api_client, client_ssl, running_api, user_token
 from tests.support.nodes import GT, MX, DatabaseFactory, LiveNode, live_federation, peer_session
 
+SMALL_LIMITS = PortLimits(tls_handshake_timeout=0.5, idle_timeout=0.5)
 SMALL = {"tls_handshake_timeout": 0.5, "idle_timeout": 0.5}
 BODY_TIMEOUT = 0.5
 CUT_OFF_WITHIN = 10.0  # a bound on a hung test, not a measurement
@@ -187,9 +188,7 @@ async def test_witness_endpoint_has_a_body_timeout_and_a_per_peer_allowance(
 def _small_api(ctx: NodeContext) -> None:
     ctx.config = dataclasses.replace(
         ctx.config,
-        api=dataclasses.replace(
-            ctx.config.api, body_timeout=BODY_TIMEOUT, limits=PortLimits(**SMALL)
-        ),
+        api=dataclasses.replace(ctx.config.api, body_timeout=BODY_TIMEOUT, limits=SMALL_LIMITS),
     )
 
 

@@ -1,4 +1,4 @@
-"""A flood of made-up tokens is refused per address before authentication, and barely touches the log.
+"""Made-up tokens are refused per address before authentication, and barely touch the log.
 
 Before: every request with a random token was authenticated against the
 database and wrote its own permanent ``api.refused`` entry, so anyone who
@@ -60,7 +60,8 @@ async def flood(ctx: NodeContext, address: str, requests: int) -> list[tuple[int
 
 async def log_size(ctx: NodeContext) -> int:
     async with ctx.sessions() as session:
-        return int((await session.execute(select(func.count()).select_from(AuditEntry))).scalar())
+        counted = await session.execute(select(func.count()).select_from(AuditEntry))
+        return int(counted.scalar_one())
 
 
 async def test_random_tokens_are_throttled_per_address_and_counted_not_logged_one_by_one(
@@ -99,9 +100,9 @@ async def test_random_tokens_are_throttled_per_address_and_counted_not_logged_on
                 assert response.status == 200
         # Stopping the API writes what was still being counted.
         grown = await log_size(ctx) - before
-        async with ctx.sessions() as session:
+        async with ctx.sessions() as db:
             rows = (
-                await session.execute(
+                await db.execute(
                     select(AuditEntry)
                     .where(AuditEntry.event == "api.unauthenticated")
                     .order_by(AuditEntry.seq)
@@ -114,7 +115,7 @@ async def test_random_tokens_are_throttled_per_address_and_counted_not_logged_on
     counted = {(t["source"], t["minute"]) for t in tallies}
     assert len(counted) == 3
     assert sorted(t["count"] for t in tallies) == [40, 60, 150]
-    by_source = {}
+    by_source: dict[str, list[int]] = {}
     for tally in tallies:
         assert tally["count"] == sum(tally["reasons"].values())
         assert set(tally["reasons"]) <= {"invalid_token", "rate_limited"}
