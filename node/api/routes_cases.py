@@ -32,25 +32,29 @@ class NotFound(PuenteError):
     http_status = 404
 
 
+def _no_case() -> NotFound:
+    # One answer for absent and for another authority's: its existence is information.
+    return NotFound("not_found", "no such case for your authority")
+
+
 async def _own_case(ctx: NodeContext, principal: Principal, case_id: str) -> cases.Case:
     try:
-        case = await cases.find_case(ctx, case_id)
+        case = await cases.find_case(ctx, case_id, authority=principal.authority)
     except cases.CaseError as exc:
         if exc.reason == "unknown_case":
-            raise NotFound("not_found", "no such case for your authority") from exc
+            raise _no_case() from exc
         raise
     if case.authority != principal.authority:
-        raise NotFound("not_found", "no such case for your authority")
+        raise _no_case()
     return case
 
 
 async def _own_consent(ctx: NodeContext, principal: Principal, consent_id: str) -> str:
     try:
-        record = await consents.get_consent(ctx, consent_id)
-    except ConsentError as exc:
+        await _own_case(ctx, principal, await consents.case_of_consent(ctx, consent_id))
+    except (ConsentError, NotFound) as exc:
         raise NotFound("not_found", "no such consent for your authority") from exc
-    await _own_case(ctx, principal, record.case_ref)
-    return record.consent_id
+    return consent_id
 
 
 def _officer(ctx: NodeContext, principal: Principal) -> Officer:
@@ -84,11 +88,7 @@ async def create_case(request: web.Request) -> web.Response:
 @allow(Role.CASEWORKER)
 async def list_cases(request: web.Request) -> web.Response:
     principal = principal_of(request)
-    own = [
-        c
-        for c in await cases.list_cases(request.app[API_CONTEXT])
-        if c.authority == principal.authority
-    ]
+    own = await cases.list_cases(request.app[API_CONTEXT], authority=principal.authority)
     return web.json_response(
         {
             "items": [
@@ -126,7 +126,7 @@ async def record_interview(request: web.Request) -> web.Response:
 async def coverage(request: web.Request) -> web.Response:
     ctx = request.app[API_CONTEXT]
     case = await _own_case(ctx, principal_of(request), request.match_info["case_id"])
-    report = await cases.coverage(ctx, case.case_ref)
+    report = await cases.coverage(ctx, case.case_ref, authority=case.authority)
     return web.json_response(report.as_json())
 
 

@@ -6,11 +6,15 @@ authority that interviewed her; interviews add answers and coverage; the
 coverage report combines what this node holds of a case — its own record,
 the summaries it received, its own addenda — so that nobody asks again what
 was already asked.
+
+A case reference is the holding authority's: two authorities of one node may
+use the same one (the key is (authority, case_ref)). Whatever names an
+authority answers only with that authority's cases, and another's is
+``unknown_case`` exactly as one that does not exist.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -22,9 +26,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from node.auditlog import entries as audit
+from node.casework import at_rest
 from node.core import schemas
 from node.core.clock import rfc3339
 from node.core.errors import PuenteError, SchemaError
+from node.intake.datakeys import DataKeyError, DataKeyStore
 from node.intake.summaries import audit_case_ref, list_received
 from node.rules.interview import (
     CoverageEntry,
@@ -44,6 +50,13 @@ class CaseError(PuenteError):
 
     reason = "case_invalid"
     http_status = 422
+
+
+class CaseErased(CaseError):
+    """The case was crypto-shredded: its data key is gone, and with it every copy."""
+
+    reason = "case_erased"
+    http_status = 410
 
 
 @dataclass(frozen=True)
@@ -66,10 +79,13 @@ class Case:
         }
 
 
-def _case(row: CaseRow) -> Case:
-    return Case(
-        row.case_id, row.case_ref, row.authority, row.created_at, row.updated_at, row.document
-    )
+def _case(store: DataKeyStore, row: CaseRow) -> Case:
+    """The case with its document decrypted (node.casework.at_rest)."""
+    try:
+        document = at_rest.read(store, row)
+    except DataKeyError as exc:
+        raise CaseErased(detail=f"case {row.case_ref} was erased") from exc
+    return Case(row.case_id, row.case_ref, row.authority, row.created_at, row.updated_at, document)
 
 
 def own_authority_kind(ctx: NodeContext, authority: str) -> str:
@@ -96,18 +112,20 @@ def _check_document(document: Mapping[str, Any]) -> None:
 
 
 async def create_case(ctx: NodeContext, *, authority: str, document: Mapping[str, Any]) -> Case:
-    """Record a new case (schemas/case) held by ``authority`` of this node."""
+    """Record a new case (schemas/case) held by ``authority``, sealed under its own data key."""
     own_authority_kind(ctx, authority)
     _check_document(document)
     now = ctx.now()
+    key_id, key = await at_rest.new_key(ctx)
     row = CaseRow(
         case_id=str(uuid.uuid4()),
         case_ref=document["case_ref"],
         authority=authority,
         created_at=now,
         updated_at=now,
-        document=dict(document),
+        data_key_id=key_id,
     )
+    at_rest.seal(row, key, document)
     try:
         async with ctx.sessions.begin() as session:
             session.add(row)
@@ -122,27 +140,49 @@ async def create_case(ctx: NodeContext, *, authority: str, document: Mapping[str
                 fields=field_paths(document),
             )
     except IntegrityError as exc:
-        raise CaseError("case_exists", "a case with this case_ref already exists") from exc
-    return _case(row)
+        at_rest.key_store(ctx).destroy(key_id)  # its case never existed
+        # Only this authority's own cases can collide (the key is (authority, case_ref)).
+        raise CaseError("case_exists", "your authority has a case with this case_ref") from exc
+    return Case(row.case_id, row.case_ref, authority, now, now, dict(document))
 
 
-async def find_case(ctx: NodeContext, key: str) -> Case:
-    """A case by id or by case_ref; :class:`CaseError` ``unknown_case``."""
+async def find_case(ctx: NodeContext, key: str, *, authority: str | None = None) -> Case:
+    """A case by id or by case_ref; :class:`CaseError` ``unknown_case``.
+
+    With ``authority``, only that authority's case: another authority's is
+    ``unknown_case``, word for word as a case that does not exist. Without it
+    (the operator's CLI), a case_ref two authorities use is ``case_ambiguous``.
+    """
     async with ctx.sessions() as session:
         row = await session.get(CaseRow, key)
-        if row is None:
-            row = (
-                await session.execute(select(CaseRow).where(CaseRow.case_ref == key))
-            ).scalar_one_or_none()
+        if row is None or (authority is not None and row.authority != authority):
+            query = select(CaseRow).where(CaseRow.case_ref == key)
+            if authority is not None:
+                query = query.where(CaseRow.authority == authority)
+            found = list((await session.execute(query.limit(2))).scalars())
+            if len(found) > 1:
+                raise CaseError(
+                    "case_ambiguous", f"more than one authority holds a case {key}; name one"
+                )
+            row = found[0] if found else None
     if row is None:
         raise CaseError("unknown_case", f"no case {key} on this node")
-    return _case(row)
+    return _case(at_rest.key_store(ctx), row)
 
 
-async def list_cases(ctx: NodeContext) -> list[Case]:
+async def list_cases(
+    ctx: NodeContext, *, authority: str | None = None, case_ref: str | None = None
+) -> list[Case]:
+    """Cases not erased, of one authority (of every one for the operator), oldest first."""
+    query = select(CaseRow).where(CaseRow.erased_at.is_(None)).order_by(CaseRow.created_at)
+    if authority is not None:
+        query = query.where(CaseRow.authority == authority)
+    if case_ref is not None:
+        query = query.where(CaseRow.case_ref == case_ref)
+    store = at_rest.key_store(ctx)
     async with ctx.sessions() as session:
-        rows = (await session.execute(select(CaseRow).order_by(CaseRow.created_at))).scalars()
-        return [_case(r) for r in rows]
+        rows = (await session.execute(query)).scalars()
+        return [_case(store, r) for r in rows]
 
 
 def stamp_coverage(
@@ -187,7 +227,7 @@ def _check_interview(interview: Mapping[str, Any]) -> None:
 async def record_interview(
     ctx: NodeContext, key: str, *, authority: str, interview: Mapping[str, Any]
 ) -> Case:
-    """Add answers and the topics asked (coverage) to a case this node holds."""
+    """Add answers and the topics asked (coverage) to a case ``authority`` holds."""
     own_authority_kind(ctx, authority)
     stamped = stamp_coverage(interview, node=ctx.node_id, authority=authority, now=ctx.now())
     _check_interview(stamped)
@@ -211,19 +251,24 @@ Change = Callable[[Mapping[str, Any]], tuple[dict[str, Any], dict[str, Any]]]
 async def change_case(
     ctx: NodeContext, key: str, change: Change, *, authority: str, event: str
 ) -> Case:
-    """Change a case this node holds: under its row lock, checked, audited, in one transaction.
+    """Change a case ``authority`` holds: under its row lock, checked, sealed, audited, at once.
 
     ``change`` may raise to refuse; the new document must still be a valid case.
     """
     own_authority_kind(ctx, authority)
-    case = await find_case(ctx, key)
+    case = await find_case(ctx, key, authority=authority)
     now = ctx.now()
+    store = at_rest.key_store(ctx)
     async with ctx.sessions.begin() as session:
         row = await session.get(CaseRow, case.case_id, with_for_update=True)
         assert row is not None
-        document, details = change(row.document)
+        document, details = change(_case(store, row).document)
         _check_document(document)
-        row.document = document
+        if row.data_key_id is None:  # written before encryption at rest: sealed now
+            row.data_key_id, data_key = await at_rest.new_key(ctx)
+            at_rest.seal(row, data_key, document)
+        else:
+            at_rest.rewrite(store, row, document)
         row.updated_at = now
         await audit.append(
             session,
@@ -235,6 +280,26 @@ async def change_case(
             **details,
         )
     return await find_case(ctx, case.case_id)
+
+
+ERASURE_REASONS = ("data_subject_request", "entered_in_error", "no_longer_needed")
+
+
+async def erase_case(ctx: NodeContext, key: str, *, authority: str, reason: str) -> str:
+    """Crypto-shred a case ``authority`` holds: destroy its data key. Returns the case id.
+
+    Consents and what was disclosed stay as they are: telling recipients to
+    erase is withdrawing her consent (node.casework.consents).
+    """
+    if reason not in ERASURE_REASONS:
+        raise CaseError("bad_reason", f"reason must be one of {', '.join(ERASURE_REASONS)}")
+    case = await find_case(ctx, key, authority=authority)
+    async with ctx.sessions.begin() as session:
+        row = await session.get(CaseRow, case.case_id, with_for_update=True)
+        assert row is not None
+        if row.erased_at is None:
+            await at_rest.erase(ctx, session, row, reason=reason, now=ctx.now())
+    return case.case_id
 
 
 @dataclass(frozen=True)
@@ -272,7 +337,7 @@ async def add_addendum(
     own_authority_kind(ctx, authority)
     held = [
         s
-        for s in await list_received(ctx, case_ref)
+        for s in await list_received(ctx, case_ref, recipient_authority=authority)
         if s.sender_node == origin_node and s.erased_at is None
     ]
     if not held:
@@ -305,15 +370,15 @@ async def add_addendum(
     return _addendum(row)
 
 
-async def list_addenda(ctx: NodeContext, case_ref: str) -> list[Addendum]:
+async def list_addenda(
+    ctx: NodeContext, case_ref: str, *, authority: str | None = None
+) -> list[Addendum]:
+    """Addenda recorded about a case (by ``authority`` only, if given)."""
+    query = select(CaseAddendum).where(CaseAddendum.case_ref == case_ref)
+    if authority is not None:
+        query = query.where(CaseAddendum.authority == authority)
     async with ctx.sessions() as session:
-        rows = (
-            await session.execute(
-                select(CaseAddendum)
-                .where(CaseAddendum.case_ref == case_ref)
-                .order_by(CaseAddendum.created_at)
-            )
-        ).scalars()
+        rows = (await session.execute(query.order_by(CaseAddendum.created_at))).scalars()
         return [_addendum(r) for r in rows]
 
 
@@ -333,31 +398,29 @@ async def mark_addendum_shared(
         row.shared_message_id = message_id
 
 
-async def coverage(ctx: NodeContext, case_ref: str) -> CoverageReport:
+async def coverage(
+    ctx: NodeContext, case_ref: str, *, authority: str | None = None
+) -> CoverageReport:
     """Which interview topics are covered for a case (by whom, when) and which are missing.
 
     Combines the case this node holds (if it interviewed her), every readable
-    summary it received for that case, and its own addenda.
+    summary it received for that case, and its own addenda — of ``authority``
+    only when it is given (the API always gives it; the operator's CLI may
+    look across the node's authorities).
     """
+    held = await list_cases(ctx, authority=authority, case_ref=case_ref)
+    received = await list_received(ctx, case_ref, recipient_authority=authority)
     entries: list[CoverageEntry] = []
-    with contextlib.suppress(CaseError):
-        entries += coverage_of((await find_case(ctx, case_ref)).document)
-    for summary in await list_received(ctx, case_ref):
+    for case in held:
+        entries += coverage_of(case.document)
+    for summary in received:
         if summary.body is not None:
             entries += coverage_of(summary.body)
-    for addendum in await list_addenda(ctx, case_ref):
+    for addendum in await list_addenda(ctx, case_ref, authority=authority):
         entries += coverage_of({"interview": addendum.interview})
-    if not entries and not await _known(ctx, case_ref):
+    if not entries and not held and not received:
         raise CaseError("unknown_case", f"nothing is held here about {case_ref}")
     return coverage_report(_unique(entries))
-
-
-async def _known(ctx: NodeContext, case_ref: str) -> bool:
-    try:
-        await find_case(ctx, case_ref)
-    except CaseError:
-        return bool(await list_received(ctx, case_ref))
-    return True
 
 
 def _unique(entries: Sequence[CoverageEntry]) -> list[CoverageEntry]:

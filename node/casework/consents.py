@@ -59,9 +59,12 @@ WITHDRAWAL_TTL = dt.timedelta(days=30)
 STOPPABLE_STATES = ("queued", "sending")
 
 
-async def _case_row(session: AsyncSession, case_ref: str) -> CaseRow:
+async def _case_row(session: AsyncSession, case_ref: str, authority: str) -> CaseRow:
+    """The case ``authority`` holds under ``case_ref`` (another authority's is unknown)."""
     row = (
-        await session.execute(select(CaseRow).where(CaseRow.case_ref == case_ref))
+        await session.execute(
+            select(CaseRow).where(CaseRow.case_ref == case_ref, CaseRow.authority == authority)
+        )
     ).scalar_one_or_none()
     if row is None:
         raise ConsentError("unknown_case", f"no case {case_ref} on this node")
@@ -106,12 +109,12 @@ async def _save(
 
 
 async def record_consent(ctx: NodeContext, draft: Mapping[str, Any]) -> ConsentRecord:
-    """Record a consent (schemas/consent-draft) for a case this node holds."""
+    """Record a consent (schemas/consent-draft) for a case of the recording officer's authority."""
     now = ctx.now()
     record = new_consent(draft, consent_id=str(uuid.uuid4()), now=now)
     _check_officer(ctx, record.recorded_by)
     async with ctx.sessions.begin() as session:
-        case = await _case_row(session, record.case_ref)
+        case = await _case_row(session, record.case_ref, record.recorded_by.authority)
         await _save(ctx, session, record, case.case_id, now)
         await audit.append(
             session,
@@ -141,6 +144,15 @@ async def get_consent(ctx: NodeContext, consent_id: str) -> ConsentRecord:
     if row is None:
         raise ConsentError("unknown_consent", f"no consent {consent_id} on this node")
     return ConsentRecord.from_document(row.record)
+
+
+async def case_of_consent(ctx: NodeContext, consent_id: str) -> str:
+    """The id of the case a consent is for; :class:`ConsentError` ``unknown_consent``."""
+    async with ctx.sessions() as session:
+        row = await session.get(ConsentRow, consent_id)
+    if row is None:
+        raise ConsentError("unknown_consent", f"no consent {consent_id} on this node")
+    return row.case_id
 
 
 async def consents_for_case(ctx: NodeContext, case_id: str) -> list[ConsentRecord]:
@@ -195,7 +207,10 @@ async def _change(
         # The row lock orders this change against a disclosure being queued under it
         # (node.casework.disclose re-reads the consent under the same lock).
         row = await session.get(ConsentRow, consent_id, with_for_update=True)
-        if row is None:
+        case = await session.get(CaseRow, row.case_id) if row is not None else None
+        if row is None or case is None or case.authority != by.authority:
+            # Only the authority holding the case changes her consent; to any other
+            # the consent is unknown, as one that does not exist.
             raise ConsentError("unknown_consent", f"no consent {consent_id} on this node")
         before = ConsentRecord.from_document(row.record)
         record = (

@@ -55,7 +55,7 @@ async def share_back(ctx: NodeContext, addendum_id: str) -> SharedBack:
         raise CaseError("already_shared", f"addendum shared as {addendum.shared_message_id}")
     readable = [
         s
-        for s in await list_received(ctx, addendum.case_ref)
+        for s in await list_received(ctx, addendum.case_ref, recipient_authority=addendum.authority)
         if s.sender_node == addendum.origin_node and s.body is not None
     ]
     if not readable:

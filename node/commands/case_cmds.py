@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from node.casework.cases import ERASURE_REASONS
 from node.commands._util import with_node
 from node.core.errors import ConfigError
 from node.intake.terms import CASE_SUMMARIES
@@ -65,6 +66,7 @@ def _register_case(sub: Any) -> None:
     show = case_sub.add_parser("show", help="a case this node holds")
     show.add_argument("--dir", type=Path, required=True)
     show.add_argument("case", help="case id or case_ref")
+    show.add_argument("--authority", help="the authority holding it (if two use the case_ref)")
     show.set_defaults(handler=case_show)
 
     interview = case_sub.add_parser("interview", help="add answers and the topics asked")
@@ -77,12 +79,14 @@ def _register_case(sub: Any) -> None:
     coverage = case_sub.add_parser("coverage", help="interview topics covered and missing")
     coverage.add_argument("--dir", type=Path, required=True)
     coverage.add_argument("case_ref")
+    coverage.add_argument("--authority", help="only what this authority holds")
     coverage.add_argument("--json", action="store_true")
     coverage.set_defaults(handler=case_coverage)
 
     received = case_sub.add_parser("received", help="case summaries received (decrypted)")
     received.add_argument("--dir", type=Path, required=True)
     received.add_argument("--case", dest="case_ref")
+    received.add_argument("--authority", help="only what was sent to this authority")
     received.set_defaults(handler=case_received)
 
     addendum = case_sub.add_parser("addendum", help="record what this node learned")
@@ -97,6 +101,13 @@ def _register_case(sub: Any) -> None:
     share.add_argument("--dir", type=Path, required=True)
     share.add_argument("addendum_id")
     share.set_defaults(handler=case_share_back)
+
+    erase = case_sub.add_parser("erase", help="crypto-shred a case: destroy its data key")
+    erase.add_argument("--dir", type=Path, required=True)
+    erase.add_argument("case", help="case id or case_ref")
+    erase.add_argument("--authority", required=True, help="the authority holding it")
+    erase.add_argument("--reason", required=True, choices=list(ERASURE_REASONS))
+    erase.set_defaults(handler=case_erase)
 
     purge = case_sub.add_parser("purge", help="run the retention purge and consent lapse now")
     purge.add_argument("--dir", type=Path, required=True)
@@ -169,8 +180,11 @@ EXIT_REFUSED = 2  # as node.commands.cli
 
 
 def _run(data_dir: Path, work: Any) -> Any:
+    from node.casework.at_rest import seal_clear_cases
+
     async def migrated(ctx: NodeContext) -> Any:
         await upgrade_to_head(ctx.engine)
+        await seal_clear_cases(ctx)  # cases written before encryption at rest
         return await work(ctx)
 
     return with_node(data_dir, migrated)
@@ -193,9 +207,19 @@ def case_show(args: argparse.Namespace) -> int:
     from node.casework.cases import find_case
 
     async def work(ctx: NodeContext) -> Any:
-        return await find_case(ctx, args.case)
+        return await find_case(ctx, args.case, authority=args.authority)
 
     _print_json(_run(args.dir, work).as_json())
+    return 0
+
+
+def case_erase(args: argparse.Namespace) -> int:
+    from node.casework.cases import erase_case
+
+    async def work(ctx: NodeContext) -> str:
+        return await erase_case(ctx, args.case, authority=args.authority, reason=args.reason)
+
+    print(f"case {_run(args.dir, work)} erased: its data key is destroyed")
     return 0
 
 
@@ -216,7 +240,7 @@ def case_coverage(args: argparse.Namespace) -> int:
     from node.casework.cases import coverage
 
     async def work(ctx: NodeContext) -> Any:
-        return await coverage(ctx, args.case_ref)
+        return await coverage(ctx, args.case_ref, authority=args.authority)
 
     report = _run(args.dir, work)
     if args.json:
@@ -242,7 +266,12 @@ def case_received(args: argparse.Namespace) -> int:
     from node.intake.summaries import read_received
 
     async def work(ctx: NodeContext) -> Any:
-        return await read_received(ctx, args.case_ref, viewer=f"cli:{getpass.getuser()}")
+        return await read_received(
+            ctx,
+            args.case_ref,
+            viewer=f"cli:{getpass.getuser()}",
+            recipient_authority=args.authority,
+        )
 
     _print_json([s.as_json() for s in _run(args.dir, work)])
     return 0
@@ -286,7 +315,8 @@ def case_purge(args: argparse.Namespace) -> int:
 
     result = _run(args.dir, work)
     print(
-        f"purged {result.purged} summary(ies) past retention; {result.lapsed} consent(s) lapsed; "
+        f"purged {result.purged} summary(ies) and {result.cases_purged} case(s) past retention; "
+        f"{result.lapsed} consent(s) lapsed; "
         f"{result.orphan_keys} stray data key(s) removed"
     )
     return 0

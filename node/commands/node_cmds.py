@@ -146,11 +146,15 @@ async def _serve(data_dir: Path, args: argparse.Namespace) -> None:
 
 
 def migrate(args: argparse.Namespace) -> int:
-    async def work(ctx: NodeContext) -> None:
-        await upgrade_to_head(ctx.engine)
+    from node.casework.at_rest import seal_clear_cases
 
-    with_node(args.dir, work)
-    print("database schema is up to date")
+    async def work(ctx: NodeContext) -> int:
+        await upgrade_to_head(ctx.engine)
+        return await seal_clear_cases(ctx)
+
+    sealed = with_node(args.dir, work)
+    sealed_note = f"; {sealed} case(s) sealed at rest" if sealed else ""
+    print(f"database schema is up to date{sealed_note}")
     return 0
 
 

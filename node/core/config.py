@@ -151,6 +151,21 @@ class ApiConfig:
 
 
 @dataclass(frozen=True)
+class CaseworkConfig:
+    """The origin's own cases (docs/consent-and-policy.md §8).
+
+    ``retention_days``: a case not changed for this long is crypto-shredded
+    by the lifecycle sweep; 0 keeps cases until they are erased by hand.
+    """
+
+    retention_days: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.retention_days < 0:
+            raise ValueError("casework retention_days must not be negative")
+
+
+@dataclass(frozen=True)
 class FederationConfig:
     """Where newer directories come from, and when to warn of expiry (docs/directory.md).
 
@@ -192,6 +207,7 @@ class NodeConfig:
     time_zone: str = "UTC"
     # The federation port's connection limits ([server.limits]).
     server_limits: PortLimits = field(default_factory=PortLimits)
+    casework: CaseworkConfig = field(default_factory=CaseworkConfig)
 
     @property
     def zone(self) -> zoneinfo.ZoneInfo:
@@ -231,6 +247,7 @@ class NodeConfig:
             "api": dataclasses.asdict(self.api),
             # Every setting, so a saved config shows them all (and none is lost).
             "delivery": dataclasses.asdict(self.delivery),
+            "casework": dataclasses.asdict(self.casework),
             "federation": {
                 "sources": list(self.federation.sources),
                 "fetch_from_peers": self.federation.fetch_from_peers,
@@ -289,6 +306,7 @@ def load_config(data_dir: Path) -> NodeConfig:
             federation=federation,
             time_zone=str(node.get("time_zone", "UTC")),
             server_limits=PortLimits(**server.get("limits", {})),
+            casework=CaseworkConfig(**raw.get("casework", {})),
         )
         config.zone  # noqa: B018 - refuse an unknown zone now, not at the first query
     except zoneinfo.ZoneInfoNotFoundError as exc:

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from node.auditlog import witness
+from node.casework.at_rest import seal_clear_cases
 from node.core.errors import EnvelopeError, PeerError, PuenteError
 from node.core.limits import MAX_ENVELOPE_BYTES
 from node.core.listening import start_tls_site
@@ -188,6 +189,7 @@ def create_app(ctx: NodeContext, *, deliver: bool = True) -> web.Application:
 async def _database(app: web.Application) -> AsyncIterator[None]:
     ctx = app[CONTEXT]
     await upgrade_to_head(ctx.engine)
+    await seal_clear_cases(ctx)  # cases written before encryption at rest (node.casework.at_rest)
     yield
     await ctx.close()
 

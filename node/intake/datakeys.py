@@ -1,17 +1,19 @@
-"""Per-summary data keys for crypto-shredding, and AES-256-GCM with them.
+"""Per-record data keys for crypto-shredding, and AES-256-GCM with them.
 
 Each received case summary (body and evidence envelope) is encrypted under
-its own random 256-bit key. Erasing the summary is destroying that key: every
-copy of the ciphertext — in the database, its replicas, its backups, its
-write-ahead log archive — becomes unreadable at once.
+its own random 256-bit key, and so is each of the origin's own cases
+(node.casework.at_rest, in a store of its own, ``keys/cases``). Erasing a
+record is destroying its key: every copy of the ciphertext — in the database,
+its replicas, its backups, its write-ahead log archive — becomes unreadable
+at once.
 
 That only holds if the keys are not in those same copies, so the keys are NOT
-in the database: each is a file ``<data dir>/keys/summaries/<key id>.key``
+in the database: each is a file ``<data dir>/keys/<store>/<key id>.key``
 (mode 0600 in a 0700 directory, like the node's other private keys). Operators
-back up the database but not this directory (docs/consent-and-policy.md):
-losing the key store loses the summaries, which is the point. A database
-table (``summary_keys``) keeps only the bookkeeping: when each key was made
-and destroyed, and why.
+back up the database but not these directories (docs/consent-and-policy.md):
+losing a key store loses its records, which is the point. The database keeps
+only the bookkeeping (for summaries the table ``summary_keys``: when each key
+was made and destroyed, and why; for cases the row's own columns).
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ from node.trust.keys import write_private_file
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
+# A key file the database never recorded is one whose record never committed (a
+# crash, or a refused duplicate, between writing the key and committing): swept
+# once it is this old, so that a commit in progress is never robbed of its key.
+ORPHAN_KEY_AGE = dt.timedelta(minutes=10)
 DataKey = tuple[str, bytes]  # (key id, 256-bit key)
 _KEY_ID = re.compile(r"^[0-9a-f-]{36}$")
 
@@ -117,6 +123,26 @@ class DataKeyStore:
     def key_ids(self) -> list[str]:
         """Every key id present (for sweeping keys whose summary was never committed)."""
         return sorted(p.stem for p in self.root.glob("*.key"))
+
+    def sweep(self, *, live: set[str], recorded: set[str], older_than: dt.datetime) -> int:
+        """Destroy every key no live record needs. Returns how many.
+
+        A key the database ``recorded`` but that is not ``live`` (its record was
+        erased) goes at once; a key the database never recorded goes once it is
+        older than ``older_than`` — its record never committed (a crash, or a
+        refused duplicate, between writing the key and committing).
+        """
+        removed = 0
+        for key_id in self.key_ids():
+            if key_id in live:
+                continue
+            if key_id not in recorded:
+                created = self.created_at(key_id)
+                if created is None or created > older_than:
+                    continue
+            if self.destroy(key_id):
+                removed += 1
+        return removed
 
     def created_at(self, key_id: str) -> dt.datetime | None:
         try:

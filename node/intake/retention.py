@@ -1,4 +1,7 @@
-"""Lifecycle sweeps: purge summaries whose retention ended, lapse consents, tidy the key store.
+"""Lifecycle sweeps: purge what outlived its retention, lapse consents, tidy the key stores.
+
+Received summaries past their ``retain_until``, and the origin's own cases past
+``[casework] retention_days`` (node.casework.at_rest), are crypto-shredded.
 
 Runs as a background task of every node (``node.federation.jobs.lifecycle`` in the
 server's cleanup_ctx) and can be run by hand (``puente case purge``). Each
@@ -8,13 +11,14 @@ purge is one transaction with its ``retention.purged`` audit entry.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 from dataclasses import dataclass
 
 from sqlalchemy import select
 
+from node.casework import at_rest as case_keys
 from node.casework.consents import lapse_due
 from node.core.logs import get_logger
+from node.intake.datakeys import ORPHAN_KEY_AGE
 from node.intake.summaries import erase, key_store
 from node.storage.consent_models import ReceivedSummary, SummaryKey
 from node.storage.context import NodeContext
@@ -23,9 +27,6 @@ log = get_logger(__name__)
 
 SWEEP_INTERVAL_SECONDS = 60.0
 BATCH = 200
-# A key file with no bookkeeping row is one whose summary never committed (a crash
-# or a refused duplicate between writing the key and committing); give it time.
-ORPHAN_KEY_AGE = dt.timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class SweepResult:
     purged: int
     lapsed: int
     orphan_keys: int
+    cases_purged: int = 0  # the origin's own cases past [casework] retention_days
 
 
 async def purge_expired(ctx: NodeContext) -> int:
@@ -80,24 +82,16 @@ async def sweep_keys(ctx: NodeContext) -> int:
     if not present:
         return 0
     async with ctx.sessions() as session:
-        rows = {
-            row.key_id: row
-            for row in (
+        rows = list(
+            (
                 await session.execute(select(SummaryKey).where(SummaryKey.key_id.in_(present)))
             ).scalars()
-        }
-    cutoff = ctx.now() - ORPHAN_KEY_AGE
-    removed = 0
-    for key_id in present:
-        row = rows.get(key_id)
-        if row is None:
-            created = store.created_at(key_id)
-            if created is None or created > cutoff:
-                continue
-        elif row.destroyed_at is None:
-            continue
-        if store.destroy(key_id):
-            removed += 1
+        )
+    removed = store.sweep(
+        live={row.key_id for row in rows if row.destroyed_at is None},
+        recorded={row.key_id for row in rows},
+        older_than=ctx.now() - ORPHAN_KEY_AGE,
+    )
     if removed:
         log.info("data_keys_swept", count=removed)
     return removed
@@ -108,7 +102,8 @@ async def sweep(ctx: NodeContext) -> SweepResult:
     return SweepResult(
         purged=await purge_expired(ctx),
         lapsed=await lapse_due(ctx),
-        orphan_keys=await sweep_keys(ctx),
+        orphan_keys=await sweep_keys(ctx) + await case_keys.sweep_keys(ctx),
+        cases_purged=await case_keys.purge_expired(ctx),
     )
 
 

@@ -265,11 +265,19 @@ def view(store: DataKeyStore, row: ReceivedSummary) -> SummaryView:
     )
 
 
-async def list_received(ctx: NodeContext, case_ref: str | None = None) -> list[SummaryView]:
-    """Received case summaries (decrypted where still readable), oldest first."""
+async def list_received(
+    ctx: NodeContext, case_ref: str | None = None, *, recipient_authority: str | None = None
+) -> list[SummaryView]:
+    """Received case summaries (decrypted where still readable), oldest first.
+
+    ``recipient_authority`` keeps only what was sent to that authority: one
+    authority of this node never sees, or learns of, another's.
+    """
     query = select(ReceivedSummary).order_by(ReceivedSummary.id)
     if case_ref is not None:
         query = query.where(ReceivedSummary.case_ref == case_ref)
+    if recipient_authority is not None:
+        query = query.where(ReceivedSummary.recipient_authority == recipient_authority)
     async with ctx.sessions() as session:
         rows = list((await session.execute(query)).scalars())
     store = key_store(ctx)
@@ -311,10 +319,10 @@ async def readable_body(
 
 
 async def read_received(
-    ctx: NodeContext, case_ref: str | None, *, viewer: str
+    ctx: NodeContext, case_ref: str | None, *, viewer: str, recipient_authority: str | None = None
 ) -> list[SummaryView]:
     """Received summaries for a person to read: every readable one shown is audited as a view."""
-    views = await list_received(ctx, case_ref)
+    views = await list_received(ctx, case_ref, recipient_authority=recipient_authority)
     shown = [v for v in views if v.body is not None]
     if shown:
         async with ctx.sessions.begin() as session:

@@ -27,16 +27,33 @@ from node.storage.models import Base, UtcDateTime
 
 
 class CaseRow(Base):
-    """A case as held by the interviewing node (schemas/case)."""
+    """A case as held by the interviewing node (schemas/case), encrypted at rest.
+
+    The document (her answers, the interview) is kept only as AES-256-GCM
+    ciphertext under the case's own data key, which lives outside the
+    database (node.casework.at_rest); erasing the case destroys the key.
+    ``case_ref`` stays in clear to find the case by: it is the authority's
+    identifier, unique per authority, never content. ``document`` is only for
+    a row written before encryption at rest, until the node seals it.
+    """
 
     __tablename__ = "cases"
 
     case_id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    case_ref: Mapped[str] = mapped_column(String(80), unique=True)
+    case_ref: Mapped[str] = mapped_column(String(80))
     authority: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
-    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    document: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    data_key_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    document_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    erased_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    erasure_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+    __table_args__ = (
+        # A case reference is its authority's: two authorities may use the same one.
+        UniqueConstraint("authority", "case_ref", name="uq_cases_authority_ref"),
+    )
 
 
 class ConsentRow(Base):
