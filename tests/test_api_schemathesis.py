@@ -75,6 +75,8 @@ def served_node(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
     raw = tomllib.loads(config_path.read_text())
     raw["api"]["rate_per_second"] = 10_000.0  # let the fuzzer through; limits are tested elsewhere
     raw["api"]["burst"] = 10_000
+    raw["api"]["preauth_rate_per_second"] = 10_000.0
+    raw["api"]["preauth_burst"] = 10_000
     config_path.write_text(tomli_w.dumps(raw))
     tokens = asyncio.run(_tokens(gt_dir))
     process = start_node(gt_dir)

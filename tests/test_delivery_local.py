@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import sys
 import tracemalloc
 import uuid
 from collections.abc import AsyncIterator
@@ -46,7 +45,7 @@ from tests.support.nodes import (
     live_federation,
     peer_session,
 )
-from tests.support.processes import eventually
+from tests.support.processes import eventually, puente
 
 FAST = {"retry_base": 1.0, "retry_max": 60.0}
 
@@ -277,20 +276,6 @@ async def test_a_rate_limited_sender_gets_everything_through_exactly_once(
         assert health.consecutive_failures == 0 and health.last_failure_at is None, (
             "busy is not down"
         )
-
-
-async def puente(*args: str) -> tuple[int, str, str]:
-    """Run the ``puente`` CLI as a user would, without blocking the nodes' event loop."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "node.commands",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await process.communicate()
-    return int(process.returncode or 0), out.decode(), err.decode()
 
 
 async def _slow_body(pause: float) -> AsyncIterator[bytes]:

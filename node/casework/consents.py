@@ -368,6 +368,7 @@ async def lapse_due(ctx: NodeContext) -> int:
                 event="consent.lapsed",
                 at=now,
                 case_ref=audit_case_ref(ctx, record.case_ref),
+                authority=record.recorded_by.authority,  # the case's holder
                 consent_id=record.consent_id,
             )
     return len(rows)

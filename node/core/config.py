@@ -103,7 +103,7 @@ class DeliveryConfig:
 
 @dataclass(frozen=True)
 class PortLimits:
-    """How long a connection to one listening port may take at each phase (docs/operations.md).
+    """How long a connection to one listening port may take at each phase (docs/limits.md).
 
     ``tls_handshake_timeout``: from the TCP connection to the end of the TLS
     handshake (a client that connects and never starts TLS is closed then).

@@ -1,4 +1,4 @@
-"""Listening on a port with a limit on every phase of a connection (docs/operations.md).
+"""Listening on a port with a limit on every phase of a connection (docs/limits.md).
 
 Both ports (the federation port and the local API) are served the same way:
 

@@ -14,7 +14,8 @@ from aiohttp import web
 
 from node.core.errors import PeerError, PuenteError
 from node.federation import directory_history
-from node.federation.app_keys import CONTEXT
+from node.federation.app_keys import CONTEXT, INBOUND_LIMITS, PEER
+from node.storage.context import NodeContext
 from node.trust.tls import peer_pin
 
 
@@ -30,6 +31,14 @@ async def get_directory(request: web.Request) -> web.Response:
     member = ctx.directory.node_by_pin(pin, at=ctx.now()) if pin else None
     if member is None:
         raise PeerError("unknown_peer", "the TLS client certificate is not pinned for a member")
+    request[PEER] = member.id
+    # Counted against the peer's allowance for messages (node.federation.peer_limits):
+    # a refresh asks once an interval; a flood of old versions only slows its own mail.
+    async with request.app[INBOUND_LIMITS].admitted(member.id):
+        return await _answer(request, ctx)
+
+
+async def _answer(request: web.Request, ctx: NodeContext) -> web.Response:
     raw_version = request.query.get("version")
     if raw_version is None:
         signed = ctx.directory.signed

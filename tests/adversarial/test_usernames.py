@@ -7,8 +7,6 @@ newline (``ana.officer\\n``) — a second user that prints like the first.
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ import pytest
 from node.api import users
 from tests.support.api import api_client, running_api, user_token
 from tests.support.nodes import GT, MX, DatabaseFactory, live_federation
+from tests.support.processes import puente
 
 REFUSED = [
     "ana.officer\n",  # a trailing newline
@@ -49,19 +48,6 @@ def test_look_alikes_collapse_to_one_form() -> None:
     assert users.normalize_username("straße") == "strasse"
     assert users.normalize_username("ﬁona") == "fiona"  # a ligature
     assert users.normalize_username("名前") == "名前"  # letters of one script
-
-
-async def puente(*args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "node.commands",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await process.communicate()
-    return int(process.returncode or 0), out.decode(), err.decode()
 
 
 async def test_cli_and_api_apply_the_same_rules(

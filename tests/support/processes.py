@@ -24,6 +24,20 @@ from node.core.testhooks import CLOCK_FILE_ENV, CRASH_AT_ENV, TEST_MODE_ENV
 from node.demo.run import wait_for_port
 
 
+async def puente(*args: str) -> tuple[int, str, str]:
+    """Run the ``puente`` CLI as a user would, without blocking the nodes' event loop."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "node.commands",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    return int(process.returncode or 0), out.decode(), err.decode()
+
+
 def tune_delivery(data_dir: Path, **overrides: Any) -> None:
     """Rewrite a node's ``[delivery]`` settings (faster retries for tests, say)."""
     config = load_config(data_dir)
