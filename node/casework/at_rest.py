@@ -106,6 +106,7 @@ async def erase(
     row.document = None
     row.erased_at = now
     row.erasure_reason = reason
+    row.updated_at = now  # a send previewed before is refused preview_stale
     await audit.append(
         session,
         node=ctx.node_id,

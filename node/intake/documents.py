@@ -170,18 +170,26 @@ async def _check(
         consent_withdrawn=withdrawn,
     )
     if accepted is not None and accepted.purpose == "case_continuity":
-        await _check_share_back(session, message.body, accepted, ctx.now())
+        await _check_share_back(
+            session, message.body, accepted, ctx.now(), holder=message.recipient.authority
+        )
     return accepted
 
 
 async def _check_share_back(
-    session: AsyncSession, body: Mapping[str, Any], accepted: AcceptedTerms, now: dt.datetime
+    session: AsyncSession,
+    body: Mapping[str, Any],
+    accepted: AcceptedTerms,
+    now: dt.datetime,
+    *,
+    holder: str,
 ) -> None:
-    """A share-back comes to the node holding her consent, which checks it against its record."""
+    """A share-back comes to the authority holding her consent, which checks its record."""
     row = await session.get(ConsentRow, accepted.consent_id) if accepted.consent_id else None
-    if row is None:
+    record = ConsentRecord.from_document(row.record) if row is not None else None
+    if record is None or record.recorded_by.authority != holder:
+        # Another authority of this node holding that consent is not the addressee.
         raise TermsRefused("recipient_not_consented", "share-back goes to the consent's holder")
-    record = ConsentRecord.from_document(row.record)
     if record.case_ref != body.get("case_ref"):
         raise TermsRefused("recipient_not_consented", "the consent is for another case")
     status = record.effective_status(now)
