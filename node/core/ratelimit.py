@@ -74,7 +74,7 @@ class KeyedBuckets:
     rate: float
     burst: float
     max_keys: int = 65_536
-    _buckets: dict[str, TokenBucket] = field(default_factory=dict)
+    _buckets: dict[str, TokenBucket] = field(default_factory=dict, init=False, repr=False)
 
     def take(self, key: str, now: float) -> float:
         """Spend one token of ``key``'s bucket: 0 if allowed, else the seconds until one is back."""
