@@ -106,9 +106,9 @@ async def record_step(
     return await _view(ctx, case)
 
 
-async def route_view(ctx: NodeContext, key: str) -> RouteView:
-    """The route of a case this node holds, with its handoffs and what applies where now."""
-    return await _view(ctx, await find_case(ctx, key))
+async def route_view(ctx: NodeContext, key: str, *, authority: str | None = None) -> RouteView:
+    """The route of a case this node holds (of ``authority``, if given), with its handoffs."""
+    return await _view(ctx, await find_case(ctx, key, authority=authority))
 
 
 async def _view(ctx: NodeContext, case: Case) -> RouteView:

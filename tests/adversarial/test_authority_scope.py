@@ -49,6 +49,7 @@ def _consent(authority: str, now: dt.datetime) -> dict[str, Any]:
 PROBES: tuple[tuple[str, str, dict[str, Any] | None], ...] = (
     ("GET", "/api/v1/cases/{case}", None),
     ("GET", "/api/v1/cases/{case}/coverage", None),
+    ("GET", "/api/v1/cases/{case}/route", None),
     (
         "POST",
         "/api/v1/cases/{case}/interview",
