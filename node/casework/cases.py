@@ -170,6 +170,23 @@ async def find_case(ctx: NodeContext, key: str, *, authority: str | None = None)
     return _case(at_rest.key_store(ctx), row)
 
 
+async def resolve_case(ctx: NodeContext, key: str, *, acting: str) -> Case:
+    """The case an authority of this node acts on: by id, or by reference — its own first.
+
+    A reference names the acting authority's case when it has one; otherwise
+    the node's only case with that reference (``case_ambiguous`` if several).
+    One authority may record a route step on, or send, a case another of the
+    node's authorities holds (docs/critical-route.md) — through the operator's
+    CLI and the demo; the API lets a user act only on their authority's cases.
+    """
+    try:
+        return await find_case(ctx, key, authority=acting)
+    except CaseError as exc:
+        if exc.reason != "unknown_case":
+            raise
+    return await find_case(ctx, key)
+
+
 async def list_cases(
     ctx: NodeContext, *, authority: str | None = None, case_ref: str | None = None
 ) -> list[Case]:
@@ -251,12 +268,12 @@ Change = Callable[[Mapping[str, Any]], tuple[dict[str, Any], dict[str, Any]]]
 async def change_case(
     ctx: NodeContext, key: str, change: Change, *, authority: str, event: str
 ) -> Case:
-    """Change a case ``authority`` holds: under its row lock, checked, sealed, audited, at once.
+    """Change a case as ``authority``: under its row lock, checked, sealed, audited, at once.
 
     ``change`` may raise to refuse; the new document must still be a valid case.
     """
     own_authority_kind(ctx, authority)
-    case = await find_case(ctx, key, authority=authority)
+    case = await resolve_case(ctx, key, acting=authority)
     now = ctx.now()
     store = at_rest.key_store(ctx)
     async with ctx.sessions.begin() as session:

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from node.auditlog import entries as audit
-from node.casework.cases import Case, CaseError, find_case, own_authority_kind
+from node.casework.cases import Case, find_case, own_authority_kind, resolve_case
 from node.casework.consents import consents_for_case
 from node.core.clock import rfc3339
 from node.delivery.outbox import (
@@ -130,14 +130,15 @@ async def preview_disclosure(
     """The exact summary that would be sent, with every withheld field and its reason.
 
     ``case`` is a case id or case_ref, or the case already loaded; ``vital_interest`` is the written
-    justification of a disclosure without consent because a life is in danger. Only the
-    authority holding the case sends it: for another, the case is ``unknown_case``.
+    justification of a disclosure without consent because a life is in danger. A case_ref
+    names the sending authority's own case first (node.casework.cases.resolve_case).
     """
-    record = (
-        case if isinstance(case, Case) else await find_case(ctx, case, authority=sender_authority)
-    )
-    if sender_authority is not None and record.authority != sender_authority:
-        raise CaseError("unknown_case", f"no case {record.case_id} on this node")
+    if isinstance(case, Case):
+        record = case
+    elif sender_authority is not None:
+        record = await resolve_case(ctx, case, acting=sender_authority)
+    else:
+        record = await find_case(ctx, case)
     sender = sender_authority or record.authority
     own_authority_kind(ctx, sender)
     recipient = _recipient(ctx, recipient_node, recipient_authority)
